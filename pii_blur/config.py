@@ -1,0 +1,40 @@
+"""The run's settings, parsed once by the CLI and handed to every step."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pii_blur.models.base import DetectorConfig
+
+# Which registered detector finds each class by default.
+DEFAULT_BACKENDS = {"face": "onnx-centerface", "plate": "onnx-ppocr-plate"}
+DEFAULT_CLASSES = ("face", "plate")
+REPORT_NAME = "pii-blur-report.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class BlurConfig:
+    """Everything a worker needs to process images.
+
+    classes: labels to find and blur, e.g. ("face", "plate").
+    min_probability: MIN_PERCENTAGE_PROBABILITY / 100.
+    threads: ONNX Runtime threads per model per worker (0 = let it choose).
+    """
+
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    min_probability: float = 0.4
+    threads: int = 0
+
+    def backends(self) -> list[str]:
+        """Registered detector names needed for `classes`, without repeats.
+
+        Raises:
+            ValueError: a class has no backend.
+        """
+        unknown = [c for c in self.classes if c not in DEFAULT_BACKENDS]
+        if unknown:
+            raise ValueError(f"no detector for class(es) {unknown}; supported: {sorted(DEFAULT_BACKENDS)}")
+        return list(dict.fromkeys(DEFAULT_BACKENDS[c] for c in self.classes))
+
+    def detector_config(self) -> DetectorConfig:
+        return DetectorConfig(min_probability=self.min_probability, threads=self.threads)

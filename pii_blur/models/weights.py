@@ -1,0 +1,30 @@
+"""Locating and verifying the model weights vendored with the package."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from importlib import resources
+
+# File name -> sha256, as recorded in weights/NOTICE.
+VENDORED_WEIGHTS = {
+    "centerface.onnx": "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+    "ppocrv4_det.onnx": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def read_vendored(name: str) -> bytes:
+    """Bytes of a vendored weight file, checked against its recorded sha256.
+
+    Raises:
+        RuntimeError: the file is missing or altered (a broken install).
+    """
+    try:
+        data = resources.files("pii_blur.models").joinpath("weights", name).read_bytes()
+    except FileNotFoundError:
+        raise RuntimeError(f"model weights {name} are missing from the installed package") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != VENDORED_WEIGHTS[name]:
+        raise RuntimeError(f"model weights {name} have sha256 {digest}, expected {VENDORED_WEIGHTS[name]}")
+    return data

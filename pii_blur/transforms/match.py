@@ -1,0 +1,30 @@
+"""Matching input files inside the pipeline, then fanning the paths out."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from pii_blur.storage import list_inputs
+from pii_blur.types import InputFile
+
+
+class MatchImages(beam.PTransform):
+    """PBegin -> PCollection[InputFile]: every file under `input_spec`, reshuffled.
+
+    Listing happens on a worker, not while building the graph, and only the
+    small InputFile descriptors cross the shuffle, never pixels.
+    """
+
+    def __init__(self, input_spec: str, output_root: str):
+        super().__init__()
+        self.input_spec = input_spec
+        self.output_root = output_root
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Spec" >> beam.Create([self.input_spec])
+            | "List" >> beam.FlatMap(list_inputs, output_root=self.output_root)
+            .with_output_types(InputFile)
+            | "FanOut" >> beam.Reshuffle()
+        )

@@ -1,0 +1,77 @@
+"""Typed records passed between pipeline steps and written to the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Optional
+
+
+class Status(str, enum.Enum):
+    """What happened to one input file."""
+
+    COPIED = "copied"    # nothing found: output is a byte-identical copy
+    BLURRED = "blurred"  # something found: output re-encoded with blur
+    SKIPPED = "skipped"  # not an image (by content): no output
+    FAILED = "failed"    # could not be processed safely: no output
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    """One object found in an image.
+
+    box is [x1, y1, x2, y2] in pixels of the image as stored (before EXIF
+    orientation is applied), top-left inclusive, bottom-right exclusive.
+    """
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    def to_json(self) -> dict:
+        return {
+            "label": self.label,
+            "score": round(float(self.score), 4),
+            "box": [int(round(v)) for v in self.box],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+    """An input found by matching: its URL and where its output goes."""
+
+    url: str
+    relative_path: str
+    output_url: str
+
+
+@dataclasses.dataclass
+class FileReport:
+    """One line of the report: the fate of one input file."""
+
+    path: str
+    status: Status
+    output: Optional[str] = None
+    reason: str = ""
+    detections: list[Detection] = dataclasses.field(default_factory=list)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    size_bytes: Optional[int] = None
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "status": self.status.value,
+            "output": self.output,
+            "reason": self.reason,
+            "size_bytes": self.size_bytes,
+            "detections": [d.to_json() for d in self.detections],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }

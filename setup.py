@@ -1,0 +1,35 @@
+"""pii-blur: blur faces and licence plates in photo archives with Apache Beam.
+
+Also usable as Beam's --setup_file, so remote workers get the package and its
+vendored model weights.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="pii-blur",
+    version="0.1.0",
+    description="Find and blur faces and licence plates in photos, from a laptop folder to millions of photos",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pii_blur", "pii_blur.*"]),
+    package_data={"pii_blur.models": ["weights/*.onnx", "weights/NOTICE"]},
+    install_requires=[
+        "apache-beam==2.77.0",
+        "fsspec>=2024.2",
+        "numpy>=1.24",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+        "opencv-python-headless>=4.8",
+        "pillow>=10.0",
+        "pyexiftool>=0.5.6",
+    ],
+    extras_require={
+        "s3": ["s3fs"],
+        "gcs": ["gcsfs"],
+        "test": ["pytest", "scikit-image", "moto[server]", "s3fs"],
+    },
+    entry_points={"console_scripts": ["pii-blur=pii_blur.cli:main"]},
+)
