@@ -15,7 +15,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["pii_blur", "pii_blur.*"]),
-    package_data={"pii_blur.models": ["weights/*.onnx", "weights/NOTICE"]},
+    package_data={"pii_blur.models": ["weights/*.onnx", "weights/NOTICE"],
+                  "pii_blur": ["sample/*"]},
     install_requires=[
         "apache-beam==2.77.0",
         "fsspec>=2024.2",

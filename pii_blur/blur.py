@@ -58,34 +58,63 @@ def blur_detections(pixels: np.ndarray, detections: Iterable[Detection]) -> np.n
     return out
 
 
+def blur_mask(height: int, width: int, detections: Iterable[Detection]) -> np.ndarray:
+    """HxW float32 blur strength in [0, 1] that blur_detections applies (1 = fully blurred)."""
+    mask = np.zeros((height, width), np.float32)
+    for detection in detections:
+        ellipse = _Ellipse(detection.box, style_for(detection.label))
+        window = ellipse.window(height, width, margin=0)
+        if window is not None:
+            top, bottom, left, right = window
+            np.maximum(mask[top:bottom, left:right], ellipse.alpha(top, bottom, left, right),
+                       out=mask[top:bottom, left:right])
+    return mask
+
+
+class _Ellipse:
+    """The feathered ellipse around a box: its extent, sigma and alpha."""
+
+    def __init__(self, box, style: BlurStyle):
+        x1, y1, x2, y2 = box
+        box_w, box_h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+        self.cx, self.cy = (x1 + x2) / 2, (y1 + y2) / 2
+        self.semi_x, self.semi_y = box_w / 2 * style.axis_scale[0], box_h / 2 * style.axis_scale[1]
+        self.sigma = max(style.min_sigma, style.sigma_fraction * min(box_w, box_h))
+        self.feather = style.feather_fraction
+        self.reach = 1.0 + style.feather_fraction
+
+    def window(self, height: int, width: int, margin: float):
+        """(top, bottom, left, right) of the ellipse's reach plus `margin` pixels, clipped; None if empty."""
+        left = int(max(np.floor(self.cx - self.semi_x * self.reach - margin), 0))
+        right = int(min(np.ceil(self.cx + self.semi_x * self.reach + margin), width))
+        top = int(max(np.floor(self.cy - self.semi_y * self.reach - margin), 0))
+        bottom = int(min(np.ceil(self.cy + self.semi_y * self.reach + margin), height))
+        return None if right <= left or bottom <= top else (top, bottom, left, right)
+
+    def alpha(self, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+        """Blur strength over a window: 1 inside the ellipse, smoothly 0 past the feather band."""
+        ys = (np.arange(top, bottom, dtype=np.float32) + 0.5 - self.cy) / self.semi_y
+        xs = (np.arange(left, right, dtype=np.float32) + 0.5 - self.cx) / self.semi_x
+        radius = np.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
+        return smoothstep(np.clip((self.reach - radius) / self.feather, 0.0, 1.0))
+
+
 def blur_ellipse(pixels: np.ndarray, box, style: BlurStyle) -> None:
     """Blur, in place, a feathered ellipse around `box` ([x1, y1, x2, y2] pixels)."""
-    height, width = pixels.shape[:2]
-    x1, y1, x2, y2 = box
-    box_w, box_h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    semi_x, semi_y = box_w / 2 * style.axis_scale[0], box_h / 2 * style.axis_scale[1]
-    sigma = max(style.min_sigma, style.sigma_fraction * min(box_w, box_h))
-    reach = 1.0 + style.feather_fraction
-    margin = 3 * sigma  # so pixels near the edge are blurred with real neighbours
-    left = int(max(np.floor(cx - semi_x * reach - margin), 0))
-    right = int(min(np.ceil(cx + semi_x * reach + margin), width))
-    top = int(max(np.floor(cy - semi_y * reach - margin), 0))
-    bottom = int(min(np.ceil(cy + semi_y * reach + margin), height))
-    if right <= left or bottom <= top:
+    ellipse = _Ellipse(box, style)
+    # The margin lets pixels near the edge be blurred with their real neighbours.
+    window = ellipse.window(*pixels.shape[:2], margin=3 * ellipse.sigma)
+    if window is None:
         return
+    top, bottom, left, right = window
     region = pixels[top:bottom, left:right]
-    blurred = gaussian_blur(region.astype(np.float32), sigma)
-    ys = (np.arange(top, bottom, dtype=np.float32) + 0.5 - cy) / semi_y
-    xs = (np.arange(left, right, dtype=np.float32) + 0.5 - cx) / semi_x
-    radius = np.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
-    alpha = smoothstep(np.clip((reach - radius) / style.feather_fraction, 0.0, 1.0))
+    blurred = gaussian_blur(region.astype(np.float32), ellipse.sigma)
+    alpha = ellipse.alpha(top, bottom, left, right)
     if region.ndim == 3:
         alpha = alpha[:, :, None]
     mixed = region.astype(np.float32) * (1 - alpha) + blurred * alpha
-    limit = np.iinfo(pixels.dtype).max if np.issubdtype(pixels.dtype, np.integer) else None
-    if limit is not None:
-        mixed = np.clip(np.rint(mixed), 0, limit)
+    if np.issubdtype(pixels.dtype, np.integer):
+        mixed = np.clip(np.rint(mixed), 0, np.iinfo(pixels.dtype).max)
     region[...] = mixed.astype(pixels.dtype)
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from importlib import resources
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -22,6 +23,7 @@ from pii_blur.transforms.report import read_summary
 
 LOG = logging.getLogger("pii_blur")
 LOCAL_RUNNER = "FnApiRunner"
+SAMPLE = "@sample"
 # Beam's DirectRunner first tries to download and start Prism; its FnApiRunner
 # never touches the network, so a local run always uses it.
 LOCAL_RUNNER_ALIASES = {"directrunner", "fnapirunner", "direct", "fnapi"}
@@ -33,10 +35,14 @@ def make_parser() -> argparse.ArgumentParser:
         prog="pii-blur",
         description="Find faces and licence plates in photos and blur them. Every input ends "
                     "up in OUTPUT (blurred, or a byte-identical copy if nothing was found) or "
-                    "in the report as skipped/failed. Unrecognised options go to Apache Beam.")
+                    "in the report as skipped/failed.",
+        epilog="Any other option goes to Apache Beam (e.g. --runner DataflowRunner --project ...). "
+               "Default runner: Beam's local FnApiRunner with --workers processes, which never "
+               "contacts the network (--runner DirectRunner means the same).")
     parser.add_argument("input", metavar="INPUT",
                         help="image file, folder (searched recursively), glob, or fsspec URL "
-                             "(s3://, gs://, memory://, file://)")
+                             f"(s3://, gs://, memory://, file://); {SAMPLE} is a few sample photos "
+                             "shipped with pii-blur")
     parser.add_argument("output", metavar="OUTPUT",
                         help="output folder or fsspec URL; mirrors INPUT's relative paths and file names")
     parser.add_argument("min_probability", metavar="MIN_PERCENTAGE_PROBABILITY", type=int, nargs="?",
@@ -58,6 +64,8 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, list[str]]:
     """
     parser = make_parser()
     known, pipeline_args = parser.parse_known_args(argv)
+    if known.input == SAMPLE:
+        known.input = str(resources.files("pii_blur") / "sample")
     if not 1 <= known.min_probability <= 100:
         parser.error("MIN_PERCENTAGE_PROBABILITY must be between 1 and 100")
     if known.workers < 1:

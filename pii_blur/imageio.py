@@ -131,7 +131,10 @@ def decode(data: bytes) -> DecodedImage:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
             Image.DecompressionBombWarning, EOFError, MemoryError) as error:
         raise ImageError(f"corrupt or truncated {fmt}: {error}") from error
-    if getattr(image, "n_frames", 1) > 1:
+    # A camera JPEG with MPF previews opens as several frames; the primary
+    # image is the photo (previews are never copied to the output). Other
+    # multi-frame files (TIFF pages, animated WebP) would keep unblurred frames.
+    if fmt != "jpeg" and getattr(image, "n_frames", 1) > 1:
         raise ImageError(f"multi-frame {fmt} is not supported")
     mode = _NATIVE_MODES.get(image.mode) or _CONVERTED_MODES.get(image.mode)
     if mode is None:
@@ -166,10 +169,7 @@ def encode(image: DecodedImage, pixels: np.ndarray) -> bytes:
     lossless when the source was, else at quality 95. No metadata is written:
     metadata.py restores it from the source file.
     """
-    if image.mode == "I;16":
-        out = Image.fromarray(pixels.astype(np.uint16), mode="I;16")
-    else:
-        out = Image.fromarray(pixels, mode=image.mode)
+    out = Image.fromarray(np.ascontiguousarray(pixels.astype(image.pixels.dtype, copy=False)))
     buffer = io.BytesIO()
     source = image.source
     if image.format == "jpeg":

@@ -57,11 +57,12 @@ def join_url(root: str, relative: str) -> str:
 
 
 def normalise(url: str) -> str:
-    """Canonical URL for comparing locations (absolute local paths, no trailing slash)."""
-    fs, path = fsspec.core.url_to_fs(url)
-    if isinstance(fs, LocalFileSystem):
-        path = os.path.realpath(path)
-    return fs.unstrip_protocol(path).rstrip("/")
+    """Canonical URL for comparing locations: local paths made absolute with
+    links resolved, no trailing slash. Needs no filesystem driver installed."""
+    protocol, path = fsspec.core.split_protocol(url)
+    if protocol in (None, "file", "local"):
+        return "file://" + os.path.realpath(path)
+    return f"{protocol}://{path.rstrip('/')}"
 
 
 def is_same_or_inside(inner: str, outer: str) -> bool:

@@ -1,0 +1,86 @@
+"""Shared fixtures: real images built from scikit-image's photos, with real metadata."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image, ImageCms
+
+from pii_blur.models import DetectorConfig, create_detector
+
+# Where CenterFace finds the astronaut's face in skimage.data.astronaut() (512x512).
+ASTRONAUT_FACE_BOX = (175, 54, 275, 180)
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int = 92, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality, **options)
+    return buffer.getvalue()
+
+
+def render_car_with_plate(text: str = "AB12 CDE") -> np.ndarray:
+    """720x480 RGB: a flat-coloured car with a white plate carrying `text` at about (290..430, 300..340)."""
+    image = np.zeros((480, 720, 3), np.uint8)
+    image[:] = (90, 110, 130)
+    cv2.rectangle(image, (120, 120), (600, 400), (150, 30, 30), -1)
+    cv2.rectangle(image, (170, 140), (550, 240), (40, 40, 50), -1)
+    for x in (200, 520):
+        cv2.circle(image, (x, 400), 50, (20, 20, 20), -1)
+    cv2.rectangle(image, (290, 300), (430, 340), (245, 245, 245), -1)
+    cv2.rectangle(image, (290, 300), (430, 340), (0, 0, 0), 2)
+    cv2.putText(image, text, (298, 331), cv2.FONT_HERSHEY_DUPLEX, 0.9, (10, 10, 10), 2, cv2.LINE_AA)
+    return image
+
+
+def add_metadata(path: str, thumbnail_rgb: np.ndarray | None = None) -> None:
+    """Write EXIF (camera, date, GPS), XMP GPano, IPTC and optionally an EXIF thumbnail with exiftool."""
+    args = ["exiftool", "-q", "-overwrite_original", "-Make=GoPro", "-Model=MAX",
+            "-DateTimeOriginal=2024:05:06 07:08:09", "-GPSLatitude=51.4545", "-GPSLatitudeRef=N",
+            "-GPSLongitude=2.5879", "-GPSLongitudeRef=W", "-GPSAltitude=12.5",
+            "-XMP-GPano:ProjectionType=equirectangular", "-XMP-GPano:UsePanoramaViewer=True",
+            "-XMP-dc:Creator=pii-blur tests", "-IPTC:Keywords=street", "-IPTC:By-line=tester"]
+    if thumbnail_rgb is not None:
+        thumb_path = path + ".thumb.jpg"
+        Image.fromarray(thumbnail_rgb).resize((160, 160)).save(thumb_path, quality=85)
+        args.append(f"-ThumbnailImage<={thumb_path}")
+    subprocess.run(args + [path], check=True)
+
+
+def srgb_icc() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.fixture(scope="session")
+def face_detector():
+    return create_detector("onnx-centerface", DetectorConfig(min_probability=0.4, threads=1))
+
+
+@pytest.fixture(scope="session")
+def plate_detector():
+    return create_detector("onnx-ppocr-plate", DetectorConfig(min_probability=0.4, threads=1))
+
+
+@pytest.fixture
+def astronaut():
+    return skimage.data.astronaut()
+
+
+@pytest.fixture
+def astronaut_jpeg_with_metadata(tmp_path, astronaut) -> str:
+    """A JPEG of the astronaut with ICC profile, EXIF + GPS, XMP GPano, IPTC and an EXIF thumbnail."""
+    path = str(tmp_path / "astronaut.jpg")
+    Image.fromarray(astronaut).save(path, quality=92, icc_profile=srgb_icc())
+    add_metadata(path, thumbnail_rgb=astronaut)
+    return path
+
+
+def high_frequency_energy(rgb: np.ndarray, box) -> float:
+    """Mean absolute Laplacian of the grey image inside box [x1, y1, x2, y2]."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb[y1:y2, x1:x2]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())

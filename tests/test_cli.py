@@ -1,0 +1,69 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import skimage.data
+
+from conftest import jpeg_bytes
+from pii_blur import cli
+
+
+def test_defaults_and_local_runner(tmp_path):
+    args, beam_args = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", "2"])
+    assert args.config.classes == ("face", "plate") and args.config.min_probability == 0.4
+    assert args.report == str(tmp_path / "out") + "/pii-blur-report.jsonl"
+    assert beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"]
+    assert "--direct_num_workers=2" in beam_args
+
+
+def test_direct_runner_is_made_offline_and_other_runners_pass_through(tmp_path):
+    _, beam_args = cli.parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--runner", "DirectRunner",
+                                   "--workers", "1"])
+    assert beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+    _, beam_args = cli.parse_args([str(tmp_path / "a"), "gs://bucket/out", "--runner=DataflowRunner",
+                                   "--project=p"])
+    assert beam_args == ["--runner=DataflowRunner", "--project=p"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["in", "in/out"], "inside"),
+    (["in", "in"], "inside"),
+    (["in/*.jpg", "in/blurred"], "inside"),
+    (["in", "out", "0"], "between 1 and 100"),
+    (["in", "out", "101"], "between 1 and 100"),
+    (["in", "out", "--classes", "face,unicorn"], "unicorn"),
+])
+def test_bad_arguments_exit_with_a_message(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_states_every_default(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for default in ("default: 40", "default: face,plate", "default: OUTPUT/pii-blur-report.jsonl",
+                    "default: number of cores", "Default runner: Beam's local FnApiRunner"):
+        assert default in text
+
+
+def test_cli_end_to_end_with_two_worker_processes(tmp_path, astronaut):
+    source = tmp_path / "photos"
+    (source / "deep" / "er").mkdir(parents=True)
+    (source / "face.jpg").write_bytes(jpeg_bytes(astronaut))
+    (source / "deep" / "er" / "rocket.jpg").write_bytes(jpeg_bytes(skimage.data.rocket()))
+    (source / "broken.jpg").write_bytes(jpeg_bytes(astronaut)[:3000])
+    result = subprocess.run([sys.executable, "-m", "pii_blur.cli", str(source), str(tmp_path / "blurred"), "40",
+                             "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]     # one file failed
+    assert "3 files: 1 copied, 1 blurred, 0 skipped, 1 failed" in result.stdout
+    assert (tmp_path / "blurred/deep/er/rocket.jpg").read_bytes() == (source / "deep/er/rocket.jpg").read_bytes()
+    assert (tmp_path / "blurred/face.jpg").exists() and not (tmp_path / "blurred/broken.jpg").exists()
+    lines = (tmp_path / "blurred/pii-blur-report.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["files"] == 3
+    assert not list((tmp_path / "blurred").rglob(".pii-blur-tmp-*"))

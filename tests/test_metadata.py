@@ -1,0 +1,65 @@
+import io
+import json
+import subprocess
+
+import numpy as np
+from PIL import Image
+
+from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy
+from pii_blur import anonymize, imageio
+from pii_blur.metadata import MetadataWriter
+from pii_blur.types import Detection
+
+# Fields that legitimately differ after re-encoding: file system facts, the
+# encoder's own structure, and the regenerated thumbnail.
+CHANGING = ("System:", "File:", "ExifTool:", "Composite:", "IFD1:ThumbnailOffset", "IFD1:ThumbnailLength",
+            "IFD1:ThumbnailImage", "JFIF:", "Composite")
+
+
+def exif_fields(path: str) -> dict:
+    output = subprocess.run(["exiftool", "-j", "-a", "-G1", "-s", "-b", path], check=True,
+                            capture_output=True, text=True).stdout
+    fields = json.loads(output)[0]
+    return {k: v for k, v in fields.items() if not k.startswith(CHANGING) and k != "SourceFile"}
+
+
+def blur_file(source_path: str, target_path: str, box=ASTRONAUT_FACE_BOX) -> bytes:
+    data = open(source_path, "rb").read()
+    with MetadataWriter() as writer:
+        out = anonymize.render_blurred(imageio.decode(data), [Detection("face", 0.9, box)], data, writer)
+    open(target_path, "wb").write(out)
+    return out
+
+
+def test_all_metadata_survives_field_by_field(tmp_path, astronaut_jpeg_with_metadata):
+    target = str(tmp_path / "blurred.jpg")
+    blur_file(astronaut_jpeg_with_metadata, target)
+    before, after = exif_fields(astronaut_jpeg_with_metadata), exif_fields(target)
+    for key in ("GPS:GPSLatitude", "GPS:GPSLongitude", "XMP-GPano:ProjectionType", "IPTC:Keywords",
+                "ICC_Profile:ProfileDescription", "IFD0:Make", "ExifIFD:DateTimeOriginal"):
+        assert key in before, key
+    assert after == before
+
+
+def test_exif_thumbnail_is_regenerated_from_blurred_pixels(tmp_path, astronaut_jpeg_with_metadata):
+    target = str(tmp_path / "blurred.jpg")
+    blur_file(astronaut_jpeg_with_metadata, target)
+    thumbnail = subprocess.run(["exiftool", "-b", "-ThumbnailImage", target], check=True, capture_output=True).stdout
+    original = subprocess.run(["exiftool", "-b", "-ThumbnailImage", astronaut_jpeg_with_metadata],
+                              check=True, capture_output=True).stdout
+    assert thumbnail and thumbnail != original
+    new, old = (np.asarray(Image.open(io.BytesIO(t)).convert("RGB").resize((512, 512))) for t in (thumbnail, original))
+    # The face in the new thumbnail has lost the detail the old one had.
+    assert high_frequency_energy(new, ASTRONAUT_FACE_BOX) < 0.5 * high_frequency_energy(old, ASTRONAUT_FACE_BOX)
+
+
+def test_png_metadata_survives(tmp_path, astronaut):
+    source = str(tmp_path / "astronaut.png")
+    Image.fromarray(astronaut).save(source)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-GPano:ProjectionType=equirectangular",
+                    "-GPSLatitude=10.5", "-GPSLatitudeRef=S", source], check=True)
+    target = str(tmp_path / "blurred.png")
+    blur_file(source, target)
+    after = exif_fields(target)
+    assert after["XMP-GPano:ProjectionType"] == "equirectangular"
+    assert after["GPS:GPSLatitudeRef"] == "South"
