@@ -1,12 +1,16 @@
-"""Licence plates via PP-OCRv4 text detection (ONNX, vendored from rapidocr-onnxruntime 1.4.4).
+"""Licence plates via PP-OCRv4 text detection and recognition (ONNX, vendored
+from rapidocr-onnxruntime 1.4.4).
 
 PP-OCR's DB text detector outputs a per-pixel text probability map; text
 regions are its connected blobs, each grown by an "unclip" margin because the
 network is trained on shrunk text polygons. It finds plate characters very
-reliably, and all other text too, so boxes go through a plate-shape filter
-and are padded from the characters out to the plate's border.
+reliably, and all other text too, and at high resolution also grass and
+gravel. So each blob must have a plate's shape, and the PP-OCR recogniser must
+read at least MIN_ALNUM letters or digits in it. Kept boxes are padded from
+the characters out to the plate's border.
 
-Input NCHW float32 BGR, (x / 255 - 0.5) / 0.5, H and W multiples of 32.
+Both networks take NCHW float32 BGR, (x / 255 - 0.5) / 0.5. The detector
+needs H and W multiples of 32; the recogniser H = 48.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ MIN_TEXT_HEIGHT = 6.0
 # From the characters' box out to the plate's border, per side, as a
 # fraction of the text box's width and height.
 PAD_X, PAD_Y = 0.12, 0.35
+# The recogniser must read at least this many Latin letters or digits.
+MIN_ALNUM = 3
+REC_HEIGHT, REC_MAX_WIDTH = 48, 480
 
 
 def threshold_for(min_probability: float) -> float:
@@ -52,6 +59,7 @@ class PlateDetector(Detector):
         self.threshold = threshold_for(config.min_probability)
         self.session = onnx_session(read_vendored("ppocrv4_det.onnx"), config.threads)
         self.input_name = self.session.get_inputs()[0].name
+        self.reader = TextReader(config.threads)
 
     def detect(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
         return [self._detect_one(image) for image in images_rgb]
@@ -67,11 +75,13 @@ class PlateDetector(Detector):
         rects = text_regions(probability, self.threshold)
         detections = []
         factor = np.array([width / net_w, height / net_h], dtype=np.float32)
+        candidates = [(cv2.boxPoints(rect) * factor, score) for rect, score in rects
+                      if looks_like_plate(rect[1], factor)]
+        texts = self.reader.read(image_rgb, [corners for corners, _ in candidates])
         boxes, scores = [], []
-        for (centre, size, angle), score in rects:
-            if not looks_like_plate(size, factor):
+        for (corners, score), text in zip(candidates, texts):
+            if sum(char.isascii() and char.isalnum() for char in text) < MIN_ALNUM:
                 continue
-            corners = cv2.boxPoints((centre, size, angle)) * factor
             x1, y1 = corners.min(axis=0)
             x2, y2 = corners.max(axis=0)
             pad_x, pad_y = (x2 - x1) * PAD_X, (y2 - y1) * PAD_Y
@@ -122,3 +132,52 @@ def mean_inside(probability: np.ndarray, contour: np.ndarray) -> float:
     mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [contour - np.array([x, y])], 1)
     return float(cv2.mean(probability[y:y + h, x:x + w], mask)[0])
+
+
+class TextReader:
+    """PP-OCRv4 text recogniser: the characters in quadrilateral text regions.
+
+    CTC output T x C: class 0 is the blank, 1..C-2 the model's character list
+    (stored in its metadata), C-1 a space.
+    """
+
+    def __init__(self, threads: int):
+        self.session = onnx_session(read_vendored("ppocrv4_rec.onnx"), threads)
+        self.input_name = self.session.get_inputs()[0].name
+        characters = self.session.get_modelmeta().custom_metadata_map["character"].split("\n")
+        self.alphabet = np.array(["", *characters, " "], dtype=object)
+
+    def read(self, image_rgb: np.ndarray, quads: list[np.ndarray]) -> list[str]:
+        """Text in each quad (4x2 corner points in image pixels), one batch per call."""
+        if not quads:
+            return []
+        crops = [upright_crop(image_rgb, quad) for quad in quads]
+        width = min(REC_MAX_WIDTH, max(round_up(REC_HEIGHT * c.shape[1] / c.shape[0], 8) for c in crops))
+        batch = np.zeros((len(crops), 3, REC_HEIGHT, width), np.float32)
+        for index, crop in enumerate(crops):
+            crop_w = min(width, max(1, int(np.ceil(REC_HEIGHT * crop.shape[1] / crop.shape[0]))))
+            resized = cv2.resize(crop[:, :, ::-1], (crop_w, REC_HEIGHT)).astype(np.float32)
+            batch[index, :, :, :crop_w] = (resized / 127.5 - 1.0).transpose(2, 0, 1)
+        classes = self.session.run(None, {self.input_name: batch})[0].argmax(axis=2)
+        return [self._ctc_decode(row) for row in classes]
+
+    def _ctc_decode(self, classes: np.ndarray) -> str:
+        """Greedy CTC: merge repeats, drop blanks."""
+        keep = np.ones(len(classes), bool)
+        keep[1:] = classes[1:] != classes[:-1]
+        keep &= classes != 0
+        return "".join(self.alphabet[classes[keep]])
+
+
+def upright_crop(image: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """The quad's pixels warped to an axis-aligned rectangle, text running left to right."""
+    # Order corners: top-left, top-right, bottom-right, bottom-left.
+    sums, diffs = quad.sum(axis=1), np.diff(quad, axis=1)[:, 0]
+    ordered = np.array([quad[sums.argmin()], quad[diffs.argmin()], quad[sums.argmax()], quad[diffs.argmax()]],
+                       np.float32)
+    width = int(max(np.linalg.norm(ordered[0] - ordered[1]), np.linalg.norm(ordered[3] - ordered[2]), 2))
+    height = int(max(np.linalg.norm(ordered[0] - ordered[3]), np.linalg.norm(ordered[1] - ordered[2]), 2))
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    crop = cv2.warpPerspective(image, cv2.getPerspectiveTransform(ordered, target), (width, height),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.rot90(crop) if height > 1.5 * width else crop
