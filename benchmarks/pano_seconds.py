@@ -38,7 +38,7 @@ def main() -> None:
                 found = []
                 for name, detector in detectors.items():
                     t = time.perf_counter()
-                    found += anonymize.detect(image, [detector], {"face", "plate"})
+                    found += anonymize.detect(image, [detector], {"face", "plate"})[0]
                     stages[name].append(time.perf_counter() - t)
                 t = time.perf_counter()
                 if found:

@@ -17,22 +17,26 @@ from pii_blur.types import Detection
 FILE_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp"}
 
 
-def detect(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: set[str]) -> list[Detection]:
-    """Detections of `labels` in `image`, boxes in stored pixels.
+def detect(image: imageio.DecodedImage, detectors: Sequence[Detector],
+           labels: set[str]) -> tuple[list[Detection], list[Detection]]:
+    """(to blur, near misses) of `labels` in `image`, boxes in stored pixels.
 
-    Detectors see the image upright (EXIF orientation applied), because models
-    are trained on upright faces and plates.
+    Near misses scored between a detector's floor and its threshold: they
+    are reported for review, not blurred. Detectors see the image upright
+    (EXIF orientation applied), because models are trained on upright faces
+    and plates.
     """
     upright = to_upright(image.rgb8(), image.orientation)
     upright_h, upright_w = upright.shape[:2]
-    found = []
+    to_blur, near_misses = [], []
     for detector in detectors:
         for detection in detector.detect([upright])[0]:
             if detection.label not in labels:
                 continue
             box = box_upright_to_stored(detection.box, image.orientation, upright_w, upright_h)
-            found.append(Detection(detection.label, detection.score, box))
-    return found
+            found = Detection(detection.label, detection.score, box)
+            (to_blur if detection.score >= detector.threshold else near_misses).append(found)
+    return to_blur, near_misses
 
 
 def render_blurred(image: imageio.DecodedImage, detections: Sequence[Detection], source_bytes: bytes,

@@ -62,6 +62,7 @@ class FileReport:
     output: Optional[str] = None
     reason: str = ""
     detections: list[Detection] = dataclasses.field(default_factory=list)
+    near_misses: list[Detection] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     size_bytes: Optional[int] = None
 
@@ -73,5 +74,6 @@ class FileReport:
             "reason": self.reason,
             "size_bytes": self.size_bytes,
             "detections": [d.to_json() for d in self.detections],
+            "near_misses": [d.to_json() for d in self.near_misses],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }

@@ -7,6 +7,11 @@ from conftest import ASTRONAUT_FACE_BOX, render_car_with_plate
 from pii_blur.models import DetectorConfig, available_detectors, create_detector
 
 
+def above_threshold(detector, image):
+    """Detections that would be blurred (detect() also returns near misses)."""
+    return [d for d in detector.detect([image])[0] if d.score >= detector.threshold]
+
+
 def iou(a, b):
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -15,7 +20,7 @@ def iou(a, b):
 
 
 def test_centerface_finds_the_astronaut(face_detector, astronaut):
-    [faces] = face_detector.detect([astronaut])
+    faces = above_threshold(face_detector, astronaut)
     assert len(faces) == 1
     assert faces[0].label == "face" and faces[0].score > 0.8
     assert iou(faces[0].box, ASTRONAUT_FACE_BOX) > 0.7
@@ -23,19 +28,19 @@ def test_centerface_finds_the_astronaut(face_detector, astronaut):
 
 def test_centerface_scales_boxes_to_any_input_size(face_detector, astronaut):
     big = cv2.resize(astronaut, (1536, 1024))   # non-square, non-multiple-of-32 after scaling
-    [faces] = face_detector.detect([big])
+    faces = above_threshold(face_detector, big)
     expected = (ASTRONAUT_FACE_BOX[0] * 3, ASTRONAUT_FACE_BOX[1] * 2, ASTRONAUT_FACE_BOX[2] * 3, ASTRONAUT_FACE_BOX[3] * 2)
     assert len(faces) == 1 and iou(faces[0].box, expected) > 0.6
 
 
 def test_no_faces_or_plates_in_a_rocket(face_detector, plate_detector):
     rocket = skimage.data.rocket()
-    assert face_detector.detect([rocket]) == [[]]
-    assert plate_detector.detect([rocket]) == [[]]
+    assert above_threshold(face_detector, rocket) == []
+    assert above_threshold(plate_detector, rocket) == []
 
 
 def test_plate_detector_covers_a_rendered_plate(plate_detector):
-    [plates] = plate_detector.detect([render_car_with_plate()])
+    plates = above_threshold(plate_detector, render_car_with_plate())
     assert len(plates) == 1
     x1, y1, x2, y2 = plates[0].box
     assert x1 <= 295 and y1 <= 305 and x2 >= 425 and y2 >= 335   # the whole plate, border included
@@ -43,9 +48,15 @@ def test_plate_detector_covers_a_rendered_plate(plate_detector):
 
 def test_higher_probability_means_fewer_faces(astronaut):
     crowd = np.concatenate([astronaut, cv2.resize(astronaut, (256, 256)).repeat(2, 0).repeat(2, 1)], axis=1)
-    low = create_detector("onnx-centerface", DetectorConfig(min_probability=0.1, threads=1)).detect([crowd])[0]
-    high = create_detector("onnx-centerface", DetectorConfig(min_probability=1.0, threads=1)).detect([crowd])[0]
-    assert len(high) <= len(low) and all(d.score >= 0.5 for d in high)
+    low = above_threshold(create_detector("onnx-centerface", DetectorConfig(min_probability=0.1, threads=1)), crowd)
+    high = above_threshold(create_detector("onnx-centerface", DetectorConfig(min_probability=1.0, threads=1)), crowd)
+    assert len(high) < len(low) and all(d.score >= 0.5 for d in high)
+
+
+def test_near_misses_score_between_floor_and_threshold(face_detector, astronaut):
+    all_found = face_detector.detect([astronaut])[0]
+    assert all(d.score >= face_detector.floor for d in all_found)
+    assert face_detector.floor == 0.5 * face_detector.threshold
 
 
 def test_unknown_detector_lists_the_valid_ones():

@@ -28,17 +28,31 @@ class DetectorConfig:
     threads: int = 0
 
 
+# Near misses: detections scoring at least this fraction of the blur
+# threshold are reported (not blurred), so people can review them.
+NEAR_MISS_FRACTION = 0.5
+
+
 class Detector(abc.ABC):
-    """Finds objects of some labels in images."""
+    """Finds objects of some labels in images.
+
+    threshold: score at or above which a detection is blurred.
+    floor: lowest score returned by detect(); those below `threshold` are near misses.
+    """
 
     labels: tuple[str, ...] = ()
+    threshold: float = 0.5
+
+    @property
+    def floor(self) -> float:
+        return NEAR_MISS_FRACTION * self.threshold
 
     @abc.abstractmethod
     def detect(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Detect objects.
 
         images_rgb: HxWx3 uint8 RGB arrays, upright. Returns one list per image,
-        boxes in that image's pixels.
+        boxes in that image's pixels, every detection scoring >= self.floor.
         """
 
 

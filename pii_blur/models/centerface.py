@@ -72,7 +72,7 @@ class CenterFace(Detector):
         resized = cv2.resize(image_rgb, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
         blob = resized.transpose(2, 0, 1)[None].astype(np.float32)
         heatmap, log_size, offset, _landmarks = self.session.run(None, {self.input_name: blob})
-        boxes, scores = decode_centerface(heatmap[0, 0], log_size[0], offset[0], self.threshold)
+        boxes, scores = decode_centerface(heatmap[0, 0], log_size[0], offset[0], self.floor)
         if not len(boxes):
             return []
         keep = nms(boxes, scores, NMS_IOU)

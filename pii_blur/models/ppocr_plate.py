@@ -72,7 +72,7 @@ class PlateDetector(Detector):
         resized = cv2.resize(image_rgb[:, :, ::-1], (net_w, net_h), interpolation=cv2.INTER_LINEAR)
         blob = ((resized.astype(np.float32) / 127.5) - 1.0).transpose(2, 0, 1)[None]
         probability = self.session.run(None, {self.input_name: blob})[0][0, 0]
-        rects = text_regions(probability, self.threshold)
+        rects = text_regions(probability, self.floor)
         detections = []
         factor = np.array([width / net_w, height / net_h], dtype=np.float32)
         candidates = [(cv2.boxPoints(rect) * factor, score) for rect, score in rects

@@ -39,6 +39,7 @@ class DetectedImage:
     data: bytes
     image: Optional[imageio.DecodedImage]
     detections: list[Detection]
+    near_misses: list[Detection]
     timings: dict[str, float]
 
 
@@ -90,13 +91,13 @@ class _DetectFn(beam.DoFn):
             image = imageio.decode(data)
             timings["decode"] = time.perf_counter() - started
             started = time.perf_counter()
-            detections = anonymize.detect(image, self.detectors, set(self.config.classes))
+            detections, near_misses = anonymize.detect(image, self.detectors, set(self.config.classes))
             timings["detect"] = time.perf_counter() - started
         except Exception as error:  # noqa: BLE001
             yield beam.pvalue.TaggedOutput(TO_REPORT, failed(
                 input_file, describe(error), size_bytes=len(data), timings=timings))
             return
-        detected = DetectedImage(input_file, data, image, detections, timings)
+        detected = DetectedImage(input_file, data, image, detections, near_misses, timings)
         if detections:
             yield detected
         else:
@@ -117,7 +118,8 @@ class _CopyFn(beam.DoFn):
         detected.timings["write"] = time.perf_counter() - started
         Metrics.counter(NAMESPACE, Status.COPIED.value).inc()
         yield FileReport(path=detected.input.url, status=Status.COPIED, output=detected.input.output_url,
-                         timings=detected.timings, size_bytes=len(detected.data))
+                         near_misses=detected.near_misses, timings=detected.timings,
+                         size_bytes=len(detected.data))
 
 
 class _BlurFn(beam.DoFn):
@@ -150,7 +152,8 @@ class _BlurFn(beam.DoFn):
         for detection in detected.detections:
             Metrics.counter(NAMESPACE, f"detections_{detection.label}").inc()
         yield FileReport(path=detected.input.url, status=Status.BLURRED, output=detected.input.output_url,
-                         detections=detected.detections, timings=timings, size_bytes=len(detected.data))
+                         detections=detected.detections, near_misses=detected.near_misses, timings=timings,
+                         size_bytes=len(detected.data))
 
 
 class AnonymizeImages(beam.PTransform):
