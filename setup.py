@@ -20,6 +20,7 @@ setup(
     install_requires=[
         "apache-beam==2.77.0",
         "fsspec>=2024.2",
+        "jpeglib>=1.0",
         "numpy>=1.24",
         "onnx>=1.15",
         "onnxruntime>=1.17",

@@ -5,9 +5,10 @@ No Beam here; the DoFns in transforms/ call these functions.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
-from pii_blur import imageio
+from pii_blur import imageio, jpeg
 from pii_blur.blur import blur_detections
 from pii_blur.geometry import box_upright_to_stored, to_upright
 from pii_blur.metadata import MetadataWriter
@@ -39,11 +40,35 @@ def detect(image: imageio.DecodedImage, detectors: Sequence[Detector],
     return to_blur, near_misses
 
 
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """A blurred output file. encoding: how it was made, for the report."""
+
+    data: bytes
+    encoding: str
+
+
 def render_blurred(image: imageio.DecodedImage, detections: Sequence[Detection], source_bytes: bytes,
-                   metadata: MetadataWriter) -> bytes:
-    """The blurred image, encoded in the input's format with the input's metadata."""
+                   metadata: MetadataWriter) -> Rendered:
+    """The blurred image, encoded in the input's format with the input's metadata.
+
+    JPEGs are patched block by block (jpeg.py): only DCT blocks under the blur
+    change and every metadata segment stays byte-identical. Where that is not
+    possible, and for other formats, the whole image is re-encoded and
+    exiftool restores the metadata. Either way the EXIF thumbnail is
+    regenerated from the blurred pixels (EXIF thumbnails use the stored
+    layout) and embedded previews are dropped.
+    """
     blurred = blur_detections(image.pixels, detections)
-    encoded = imageio.encode(image, blurred)
-    # EXIF thumbnails are stored in the same pixel layout as the main image.
     thumbnail = imageio.encode_thumbnail(imageio.to_rgb8(blurred))
-    return metadata.restore(source_bytes, encoded, FILE_EXTENSIONS[image.format], thumbnail)
+    fallback_reason = ""
+    if image.format == "jpeg":
+        try:
+            data, _stats = jpeg.patch_jpeg_blocks(source_bytes, blurred, jpeg.changed_pixel_mask(image.pixels, blurred),
+                                                  thumbnail_jpeg=thumbnail)
+            return Rendered(data, "jpeg-dct-blocks")
+        except jpeg.LosslessUnavailable as error:
+            fallback_reason = f" (block patch unavailable: {error})"
+    encoded = imageio.encode(image, blurred)
+    data = metadata.restore(source_bytes, encoded, FILE_EXTENSIONS[image.format], thumbnail)
+    return Rendered(data, "full-reencode" + fallback_reason)

@@ -52,6 +52,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated classes to blur (default: {','.join(DEFAULT_CLASSES)})")
     parser.add_argument("--report", default=None,
                         help=f"report path or URL (default: OUTPUT/{REPORT_NAME})")
+    parser.add_argument("--force", action="store_true",
+                        help="redo every input (default: off; a rerun skips inputs whose output is "
+                             "complete and whose size, version and settings are unchanged)")
     parser.add_argument("--workers", type=int, default=cores,
                         help=f"local worker processes (default: number of cores, here {cores})")
     return parser
@@ -72,7 +75,7 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, list[str]]:
         parser.error("--workers must be at least 1")
     classes = tuple(c.strip() for c in known.classes.split(",") if c.strip())
     config = BlurConfig(classes=classes, min_probability=known.min_probability / 100,
-                        threads=max(1, (os.cpu_count() or 1) // known.workers))
+                        threads=max(1, (os.cpu_count() or 1) // known.workers), force=known.force)
     try:
         config.backends()
     except ValueError as error:
@@ -116,6 +119,9 @@ def local_runner_args(pipeline_args: list[str], workers: int) -> list[str]:
 
 def run(args: pii_pipeline.RunArgs, pipeline_args: list[str]) -> dict:
     """Run the job to completion; returns the report's summary line."""
+    removed = storage.remove_stale_temps(args.output)
+    if removed:
+        LOG.warning("removed %d temporary files left by an interrupted run", removed)
     options = PipelineOptions(pipeline_args, save_main_session=False)
     with beam.Pipeline(options=options) as pipeline:
         pii_pipeline.build(pipeline, args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pii_blur.manifest import settings_fingerprint
 from pii_blur.models.base import DetectorConfig
 
 # Which registered detector finds each class by default.
@@ -19,11 +20,17 @@ class BlurConfig:
     classes: labels to find and blur, e.g. ("face", "plate").
     min_probability: MIN_PERCENTAGE_PROBABILITY / 100.
     threads: ONNX Runtime threads per model per worker (0 = let it choose).
+    force: redo every input, even those a previous run finished.
     """
 
     classes: tuple[str, ...] = DEFAULT_CLASSES
     min_probability: float = 0.4
     threads: int = 0
+    force: bool = False
+
+    def fingerprint(self) -> str:
+        """Identifies the settings that change outputs (see manifest.py)."""
+        return settings_fingerprint(self.classes, self.min_probability)
 
     def backends(self) -> list[str]:
         """Registered detector names needed for `classes`, without repeats.

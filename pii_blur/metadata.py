@@ -17,7 +17,8 @@ import exiftool
 
 # Tags that hold pictures of the scene; never copied from the unblurred source.
 EMBEDDED_PICTURE_TAGS = ("ThumbnailImage", "PreviewImage", "JpgFromRaw", "OtherImage",
-                         "ThumbnailTIFF", "PreviewTIFF", "XMP-xmp:Thumbnails")
+                         "ThumbnailTIFF", "PreviewTIFF", "XMP-xmp:Thumbnails", "XMP-GImage:Data",
+                         "XMP-GDepth:Data", "XMP-GDepth:Confidence")
 
 
 class MetadataError(RuntimeError):

@@ -13,6 +13,7 @@ from pii_blur.types import InputFile
 
 GLOB_CHARS = "*?["
 TEMP_MARKER = ".pii-blur-tmp-"
+MANIFEST_FOLDER = ".pii-blur/manifest"
 
 
 def _is_glob(path: str) -> bool:
@@ -33,13 +34,13 @@ def list_inputs(input_spec: str, output_root: str) -> list[InputFile]:
     if _is_glob(path):
         parts = path.split("/")
         base = "/".join(parts[:next(i for i, part in enumerate(parts) if _is_glob(part))])
-        found = [p for p in fs.glob(path) if fs.isfile(p)]
+        found = {p: info for p, info in fs.glob(path, detail=True).items() if info.get("type") == "file"}
     elif fs.isdir(path):
         base = path
-        found = fs.find(path)
+        found = fs.find(path, detail=True)
     elif fs.isfile(path):
         base = posixpath.dirname(path)
-        found = [path]
+        found = {path: fs.info(path)}
     else:
         raise FileNotFoundError(f"input not found: {input_spec}")
     inputs = []
@@ -47,9 +48,39 @@ def list_inputs(input_spec: str, output_root: str) -> list[InputFile]:
         relative = posixpath.relpath(file_path, base) if base else file_path.lstrip("/")
         if TEMP_MARKER in posixpath.basename(relative):
             continue
+        info = found[file_path]
         inputs.append(InputFile(url=fs.unstrip_protocol(file_path), relative_path=relative,
-                                output_url=join_url(output_root, relative)))
+                                output_url=join_url(output_root, relative),
+                                manifest_url=join_url(output_root, f"{MANIFEST_FOLDER}/{relative}.json"),
+                                size=info.get("size"), version=file_version(info)))
     return inputs
+
+
+def file_version(info: dict) -> str | None:
+    """A string that changes when the file's content changes: etag, else mtime."""
+    for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "updated", "last_modified", "created"):
+        if info.get(key) is not None:
+            return f"{key}:{info[key]}"
+    return None
+
+
+def exists(url: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs.exists(path)
+
+
+def remove_stale_temps(output_root: str) -> int:
+    """Delete temporary files a killed run left under a local output folder; returns how many."""
+    fs, path = fsspec.core.url_to_fs(output_root)
+    if not isinstance(fs, LocalFileSystem) or not os.path.isdir(path):
+        return 0
+    removed = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            if name.startswith(TEMP_MARKER):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    return removed
 
 
 def join_url(root: str, relative: str) -> str:

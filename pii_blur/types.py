@@ -36,6 +36,10 @@ class Detection:
     def height(self) -> float:
         return self.box[3] - self.box[1]
 
+    @classmethod
+    def from_json(cls, record: dict) -> "Detection":
+        return cls(record["label"], record["score"], tuple(record["box"]))
+
     def to_json(self) -> dict:
         return {
             "label": self.label,
@@ -46,11 +50,19 @@ class Detection:
 
 @dataclasses.dataclass(frozen=True)
 class InputFile:
-    """An input found by matching: its URL and where its output goes."""
+    """An input found by matching: its URL, its version, and where its output goes.
+
+    size: bytes, as listed. version: the store's etag, or else its
+    modification time, as a string. manifest_url: where the record of the
+    finished output is kept, for resuming.
+    """
 
     url: str
     relative_path: str
     output_url: str
+    manifest_url: str = ""
+    size: Optional[int] = None
+    version: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -65,6 +77,8 @@ class FileReport:
     near_misses: list[Detection] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     size_bytes: Optional[int] = None
+    encoding: str = ""
+    resumed: bool = False
 
     def to_json(self) -> dict:
         return {
@@ -76,4 +90,16 @@ class FileReport:
             "detections": [d.to_json() for d in self.detections],
             "near_misses": [d.to_json() for d in self.near_misses],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "encoding": self.encoding,
+            "resumed": self.resumed,
         }
+
+    @classmethod
+    def from_json(cls, record: dict) -> "FileReport":
+        return cls(path=record["path"], status=Status(record["status"]), output=record.get("output"),
+                   reason=record.get("reason", ""),
+                   detections=[Detection.from_json(d) for d in record.get("detections", [])],
+                   near_misses=[Detection.from_json(d) for d in record.get("near_misses", [])],
+                   timings=record.get("timings", {}), size_bytes=record.get("size_bytes"),
+                   encoding=record.get("encoding", ""),
+                   resumed=record.get("resumed", False))

@@ -26,7 +26,7 @@ def exif_fields(path: str) -> dict:
 def blur_file(source_path: str, target_path: str, box=ASTRONAUT_FACE_BOX) -> bytes:
     data = open(source_path, "rb").read()
     with MetadataWriter() as writer:
-        out = anonymize.render_blurred(imageio.decode(data), [Detection("face", 0.9, box)], data, writer)
+        out = anonymize.render_blurred(imageio.decode(data), [Detection("face", 0.9, box)], data, writer).data
     open(target_path, "wb").write(out)
     return out
 
@@ -41,7 +41,7 @@ def test_all_metadata_survives_field_by_field(tmp_path, astronaut_jpeg_with_meta
     assert after == before
 
 
-def test_exif_thumbnail_is_regenerated_from_blurred_pixels(tmp_path, astronaut_jpeg_with_metadata):
+def test_exif_thumbnail_is_regenerated_from_blurred_pixels(tmp_path, astronaut_jpeg_with_metadata, face_detector):
     target = str(tmp_path / "blurred.jpg")
     blur_file(astronaut_jpeg_with_metadata, target)
     thumbnail = subprocess.run(["exiftool", "-b", "-ThumbnailImage", target], check=True, capture_output=True).stdout
@@ -49,8 +49,20 @@ def test_exif_thumbnail_is_regenerated_from_blurred_pixels(tmp_path, astronaut_j
                               check=True, capture_output=True).stdout
     assert thumbnail and thumbnail != original
     new, old = (np.asarray(Image.open(io.BytesIO(t)).convert("RGB").resize((512, 512))) for t in (thumbnail, original))
-    # The face in the new thumbnail has lost the detail the old one had.
+    # The face in the new thumbnail has lost the detail the old one had,
+    # and the face detector, which finds it in the old thumbnail, does not.
     assert high_frequency_energy(new, ASTRONAUT_FACE_BOX) < 0.5 * high_frequency_energy(old, ASTRONAUT_FACE_BOX)
+    faces = [[d for d in found if d.score >= face_detector.threshold] for found in face_detector.detect([old, new])]
+    assert len(faces[0]) == 1 and faces[1] == []
+
+
+def test_jpeg_is_patched_block_wise_and_keeps_every_segment(tmp_path, astronaut_jpeg_with_metadata):
+    data = open(astronaut_jpeg_with_metadata, "rb").read()
+    with MetadataWriter() as writer:
+        rendered = anonymize.render_blurred(imageio.decode(data), [Detection("face", 0.9, ASTRONAUT_FACE_BOX)],
+                                            data, writer)
+    assert rendered.encoding == "jpeg-dct-blocks"
+    assert 0.9 < len(rendered.data) / len(data) < 1.03
 
 
 def test_png_metadata_survives(tmp_path, astronaut):

@@ -57,7 +57,7 @@ def test_every_input_gets_the_right_status(tmp_path, photo_folder):
 
     out = tmp_path / "out"
     report = run_pipeline(str(photo_folder), str(out), check)
-    outputs = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    outputs = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and ".pii-blur" not in p.parts)
     # Only processed images reach the output; failed and skipped ones do not.
     assert outputs == ["face.jpg", "report.jsonl", "street/car.png", "street/rocket.jpg"]
     lines = [json.loads(line) for line in open(report)]

@@ -15,7 +15,7 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pii_blur import anonymize, imageio, storage
+from pii_blur import anonymize, imageio, manifest, storage
 from pii_blur.config import BlurConfig
 from pii_blur.metadata import MetadataWriter
 from pii_blur.models import create_detector
@@ -67,6 +67,12 @@ class _DetectFn(beam.DoFn):
         self.detectors = [create_detector(name, self.config.detector_config()) for name in self.config.backends()]
 
     def process(self, input_file: InputFile):
+        if not self.config.force:
+            previous = manifest.load_current(input_file, self.config.fingerprint())
+            if previous is not None:
+                Metrics.counter(NAMESPACE, "resumed").inc()
+                yield beam.pvalue.TaggedOutput(TO_REPORT, previous)
+                return
         timings = {}
         started = time.perf_counter()
         try:
@@ -108,6 +114,9 @@ class _DetectFn(beam.DoFn):
 class _CopyFn(beam.DoFn):
     """DetectedImage with no detections -> byte-identical copy -> FileReport."""
 
+    def __init__(self, config: BlurConfig):
+        self.config = config
+
     def process(self, detected: DetectedImage):
         started = time.perf_counter()
         try:
@@ -117,15 +126,18 @@ class _CopyFn(beam.DoFn):
             return
         detected.timings["write"] = time.perf_counter() - started
         Metrics.counter(NAMESPACE, Status.COPIED.value).inc()
-        yield FileReport(path=detected.input.url, status=Status.COPIED, output=detected.input.output_url,
-                         near_misses=detected.near_misses, timings=detected.timings,
-                         size_bytes=len(detected.data))
+        report = FileReport(path=detected.input.url, status=Status.COPIED, output=detected.input.output_url,
+                            near_misses=detected.near_misses, timings=detected.timings,
+                            size_bytes=len(detected.data))
+        manifest.record_finished(detected.input, report, self.config.fingerprint())
+        yield report
 
 
 class _BlurFn(beam.DoFn):
     """DetectedImage with detections -> blurred file with metadata -> FileReport."""
 
-    def __init__(self):
+    def __init__(self, config: BlurConfig):
+        self.config = config
         self.metadata = None
 
     def setup(self):
@@ -139,10 +151,10 @@ class _BlurFn(beam.DoFn):
         timings = detected.timings
         try:
             started = time.perf_counter()
-            blurred = anonymize.render_blurred(detected.image, detected.detections, detected.data, self.metadata)
+            rendered = anonymize.render_blurred(detected.image, detected.detections, detected.data, self.metadata)
             timings["blur_encode"] = time.perf_counter() - started
             started = time.perf_counter()
-            storage.write_atomic(detected.input.output_url, blurred)
+            storage.write_atomic(detected.input.output_url, rendered.data)
             timings["write"] = time.perf_counter() - started
         except Exception as error:  # noqa: BLE001
             yield failed(detected.input, f"blur or write failed: {describe(error)}",
@@ -151,9 +163,11 @@ class _BlurFn(beam.DoFn):
         Metrics.counter(NAMESPACE, Status.BLURRED.value).inc()
         for detection in detected.detections:
             Metrics.counter(NAMESPACE, f"detections_{detection.label}").inc()
-        yield FileReport(path=detected.input.url, status=Status.BLURRED, output=detected.input.output_url,
-                         detections=detected.detections, near_misses=detected.near_misses, timings=timings,
-                         size_bytes=len(detected.data))
+        report = FileReport(path=detected.input.url, status=Status.BLURRED, output=detected.input.output_url,
+                            detections=detected.detections, near_misses=detected.near_misses, timings=timings,
+                            size_bytes=len(detected.data), encoding=rendered.encoding)
+        manifest.record_finished(detected.input, report, self.config.fingerprint())
+        yield report
 
 
 class AnonymizeImages(beam.PTransform):
@@ -170,6 +184,6 @@ class AnonymizeImages(beam.PTransform):
     def expand(self, inputs):
         detected = inputs | "Detect" >> beam.ParDo(_DetectFn(self.config)).with_outputs(
             TO_COPY, TO_REPORT, main="blur")
-        copied = detected[TO_COPY] | "Copy" >> beam.ParDo(_CopyFn())
-        blurred = detected.blur | "BlurAndWrite" >> beam.ParDo(_BlurFn())
+        copied = detected[TO_COPY] | "Copy" >> beam.ParDo(_CopyFn(self.config))
+        blurred = detected.blur | "BlurAndWrite" >> beam.ParDo(_BlurFn(self.config))
         return (copied, blurred, detected[TO_REPORT]) | "AllReports" >> beam.Flatten()
