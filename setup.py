@@ -31,7 +31,8 @@ setup(
     extras_require={
         "s3": ["s3fs"],
         "gcs": ["gcsfs"],
-        "test": ["pytest", "scikit-image", "moto[server]", "s3fs"],
+        "dataflow": ["apache-beam[gcp]==2.77.0", "gcsfs", "build"],
+        "test": ["pytest", "scikit-image", "moto[server]", "s3fs", "boto3", "apache-beam[gcp]==2.77.0", "build"],
     },
     entry_points={"console_scripts": ["pii-blur=pii_blur.cli:main"]},
 )
