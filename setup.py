@@ -32,7 +32,9 @@ setup(
         "s3": ["s3fs"],
         "gcs": ["gcsfs"],
         "dataflow": ["apache-beam[gcp]==2.77.0", "gcsfs", "build"],
-        "test": ["pytest", "scikit-image", "moto[server]", "s3fs", "boto3", "apache-beam[gcp]==2.77.0", "build"],
+        "dask": ["apache-beam[dask]==2.77.0", "dask[distributed]"],
+        "test": ["pytest", "scikit-image", "moto[server]", "s3fs", "boto3", "apache-beam[gcp]==2.77.0", "build",
+                 "dask[distributed]", "selenium"],
     },
     entry_points={"console_scripts": ["pii-blur=pii_blur.cli:main"]},
 )

@@ -7,6 +7,7 @@ the CLI's checks can be tested without starting a pipeline.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -17,16 +18,14 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pii_blur import pipeline as pii_pipeline
-from pii_blur import storage
+from pii_blur import review, storage
+from pii_blur.pipeline import runners
+from pii_blur.storage import list_inputs
 from pii_blur.config import DEFAULT_CLASSES, REPORT_NAME, BlurConfig
 from pii_blur.transforms.report import read_summary
 
 LOG = logging.getLogger("pii_blur")
-LOCAL_RUNNER = "FnApiRunner"
 SAMPLE = "@sample"
-# Beam's DirectRunner first tries to download and start Prism; its FnApiRunner
-# never touches the network, so a local run always uses it.
-LOCAL_RUNNER_ALIASES = {"directrunner", "fnapirunner", "direct", "fnapi"}
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -55,12 +54,20 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true",
                         help="redo every input (default: off; a rerun skips inputs whose output is "
                              "complete and whose size, version and settings are unchanged)")
+    parser.add_argument("--review", nargs="?", const="pii-blur-review", default=None, metavar="DIR",
+                        help="after the run, write an HTML review page of the blurred outputs and near misses "
+                             "to local folder DIR (default: off; DIR defaults to ./pii-blur-review). "
+                             "Also: pii-blur review REPORT DIR")
     parser.add_argument("--workers", type=int, default=cores,
-                        help=f"local worker processes (default: number of cores, here {cores})")
+                        help=f"local worker processes, and Dask LocalCluster workers (default: number of "
+                             f"cores, here {cores})")
+    parser.add_argument("--dask-address", default=None,
+                        help="with --runner dask: scheduler address, e.g. tcp://HOST:8786 (default: start a "
+                             "LocalCluster of --workers processes on 127.0.0.1 for the run)")
     return parser
 
 
-def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, list[str]]:
+def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPlan]:
     """Parse and validate; returns the run's arguments and Beam's pipeline arguments.
 
     Exits with status 2 and a message on invalid arguments.
@@ -84,8 +91,9 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, list[str]]:
         parser.error("OUTPUT must not be INPUT or inside it")
     report = known.report or storage.join_url(known.output, REPORT_NAME)
     args = pii_pipeline.RunArgs(input=known.input, output=known.output, report=report,
-                                config=config, started_at=time.time())
-    return args, local_runner_args(pipeline_args, known.workers)
+                                config=config, started_at=time.time(), workers=known.workers,
+                                review=known.review)
+    return args, runners.plan(pipeline_args, known.workers, known.dask_address)
 
 
 def _input_root(input_spec: str) -> str:
@@ -97,44 +105,47 @@ def _input_root(input_spec: str) -> str:
     return input_spec
 
 
-def local_runner_args(pipeline_args: list[str], workers: int) -> list[str]:
-    """Beam arguments with the local runner made explicit (and offline).
-
-    No --runner, or DirectRunner, becomes the FnApiRunner with `workers`
-    processes (or in-memory for one). Other runners pass through untouched.
-    """
-    runner_parser = argparse.ArgumentParser(add_help=False)
-    runner_parser.add_argument("--runner")
-    runner_parser.add_argument("--direct_running_mode")
-    chosen, rest = runner_parser.parse_known_args(pipeline_args)
-    if chosen.runner is not None and chosen.runner.lower() not in LOCAL_RUNNER_ALIASES:
-        return pipeline_args
-    mode = chosen.direct_running_mode or ("multi_processing" if workers > 1 else "in_memory")
-    if not any(a.startswith("--direct_num_workers") for a in rest):
-        rest.append(f"--direct_num_workers={workers}")
-    if not any(a.startswith("--default_sdk_harness_log_level") for a in rest):
-        rest.append("--default_sdk_harness_log_level=WARNING")
-    return [f"--runner={LOCAL_RUNNER}", f"--direct_running_mode={mode}"] + rest
-
-
-def run(args: pii_pipeline.RunArgs, pipeline_args: list[str]) -> dict:
+def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
     """Run the job to completion; returns the report's summary line."""
     removed = storage.remove_stale_temps(args.output)
     if removed:
         LOG.warning("removed %d temporary files left by an interrupted run", removed)
-    options = PipelineOptions(pipeline_args, save_main_session=False)
-    with beam.Pipeline(options=options) as pipeline:
-        pii_pipeline.build(pipeline, args)
+    if not runner.is_dask:
+        _run_beam(args, runner.beam_args)
+    else:
+        workers = args.workers
+        with runners.dask_cluster(runner.dask_address, workers) as address:
+            listed = tuple(list_inputs(args.input, args.output))
+            args = dataclasses.replace(args, inputs=listed)
+            _run_beam(args, runners.dask_args(runner.beam_args, address, workers, len(listed)))
     return read_summary(args.report)
+
+
+def _run_beam(args: pii_pipeline.RunArgs, beam_args: list[str]) -> None:
+    options = PipelineOptions(beam_args, save_main_session=False)
+    pipeline = beam.Pipeline(options=options)
+    pii_pipeline.build(pipeline, args)
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)   # the DaskRunner's scheduler connection
+        if client is not None:
+            client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
-    summary = run(args, pipeline_args)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["review"]:
+        return review.main(argv[1:])
+    args, runner = parse_args(argv)
+    summary = run(args, runner)
     print(f"pii-blur: {summary['files']} files: {summary['copied']} copied, {summary['blurred']} blurred, "
           f"{summary['skipped']} skipped, {summary['failed']} failed in {summary['total_seconds']:.1f} s; "
           f"report: {args.report}")
+    if args.review:
+        print(f"pii-blur: review page: {review.build_review(args.report, args.review)}")
     return 1 if summary["failed"] else 0
 
 

@@ -78,6 +78,7 @@ class FileReport:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     size_bytes: Optional[int] = None
     encoding: str = ""
+    worker: str = ""
     resumed: bool = False
 
     def to_json(self) -> dict:
@@ -91,6 +92,7 @@ class FileReport:
             "near_misses": [d.to_json() for d in self.near_misses],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "encoding": self.encoding,
+            "worker": self.worker,
             "resumed": self.resumed,
         }
 
@@ -101,5 +103,5 @@ class FileReport:
                    detections=[Detection.from_json(d) for d in record.get("detections", [])],
                    near_misses=[Detection.from_json(d) for d in record.get("near_misses", [])],
                    timings=record.get("timings", {}), size_bytes=record.get("size_bytes"),
-                   encoding=record.get("encoding", ""),
+                   encoding=record.get("encoding", ""), worker=record.get("worker", ""),
                    resumed=record.get("resumed", False))

@@ -10,7 +10,8 @@ from pii_blur import cli
 
 
 def test_defaults_and_local_runner(tmp_path):
-    args, beam_args = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", "2"])
+    args, runner = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", "2"])
+    beam_args = runner.beam_args
     assert args.config.classes == ("face", "plate") and args.config.min_probability == 0.4
     assert args.report == str(tmp_path / "out") + "/pii-blur-report.jsonl"
     assert beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"]
@@ -18,12 +19,15 @@ def test_defaults_and_local_runner(tmp_path):
 
 
 def test_direct_runner_is_made_offline_and_other_runners_pass_through(tmp_path):
-    _, beam_args = cli.parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--runner", "DirectRunner",
-                                   "--workers", "1"])
-    assert beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
-    _, beam_args = cli.parse_args([str(tmp_path / "a"), "gs://bucket/out", "--runner=DataflowRunner",
-                                   "--project=p"])
-    assert beam_args == ["--runner=DataflowRunner", "--project=p"]
+    _, runner = cli.parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--runner", "DirectRunner",
+                                "--workers", "1"])
+    assert runner.beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+    _, runner = cli.parse_args([str(tmp_path / "a"), "gs://bucket/out", "--runner=DataflowRunner", "--project=p"])
+    assert runner.beam_args == ["--runner=DataflowRunner", "--project=p"] and not runner.is_dask
+    _, runner = cli.parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--runner", "dask",
+                                "--dask-address", "tcp://127.0.0.1:8786"])
+    assert runner.is_dask and runner.dask_address == "tcp://127.0.0.1:8786"
+    assert runner.beam_args == ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner"]
 
 
 @pytest.mark.parametrize("argv, message", [

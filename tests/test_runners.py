@@ -10,7 +10,8 @@ from pii_blur import cli, pipeline
 
 
 def build_graph(argv):
-    args, beam_args = cli.parse_args(argv)
+    args, runner = cli.parse_args(argv)
+    beam_args = runner.beam_args
     options = PipelineOptions(beam_args)
     graph = beam.Pipeline(options=options)
     pipeline.build(graph, args)
@@ -28,7 +29,7 @@ def test_dataflow_job_is_built_and_validated_without_submitting():
         "--region=europe-west1", "--temp_location=gs://pii-blur-test/tmp", "--job_name=pii-blur-dry-run",
         "--setup_file=./setup.py", "--no_auth", "--dry_run=True", "--sdk_location=container"])
     assert beam_args[0] == "--runner=DataflowRunner"              # passed through untouched
-    assert {"Anonymize/Detect", "Anonymize/BlurAndWrite", "Report/Write"} <= transform_names(graph)
+    assert {"Match/FanOut", "Anonymize/Anonymize", "Report/Write"} <= transform_names(graph)
     result = graph.run()
     assert result.state == "DONE"                                 # dry run: built, validated, not sent
     assert result.job.proto.name == "pii-blur-dry-run"
@@ -43,4 +44,4 @@ def test_portable_runner_options_validate(runner):
     assert PipelineOptionsValidator(options, PortableRunner()).validate() == []
     assert options.view_as(PortableOptions).job_endpoint == "localhost:8099"
     proto = graph.to_runner_api()
-    assert any("Detect" in t.unique_name for t in proto.components.transforms.values())
+    assert "Anonymize/Anonymize" in {t.unique_name for t in proto.components.transforms.values()}

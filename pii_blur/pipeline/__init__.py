@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import apache_beam as beam
 
 from pii_blur.config import BlurConfig
 from pii_blur.transforms import AnonymizeImages, MatchImages, WriteReport
+from pii_blur.types import InputFile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,6 +18,10 @@ class RunArgs:
 
     input: file, folder, glob or fsspec URL. output: folder or fsspec URL.
     report: report URL. started_at: time.time() at start, for the summary.
+    workers: local worker processes. inputs: the input files when listed at
+    launch (for runners that cannot rebalance work, see runners.py); None
+    lists them inside the pipeline. review: local folder for the HTML review
+    page written after the run, or None.
     """
 
     input: str
@@ -23,6 +29,9 @@ class RunArgs:
     report: str
     config: BlurConfig
     started_at: float
+    workers: int = 1
+    inputs: Optional[tuple[InputFile, ...]] = None
+    review: Optional[str] = None
 
 
 def build(pipeline: beam.Pipeline, args: RunArgs):
@@ -32,7 +41,7 @@ def build(pipeline: beam.Pipeline, args: RunArgs):
     """
     reports = (
         pipeline
-        | "Match" >> MatchImages(args.input, args.output)
+        | "Match" >> MatchImages(args.input, args.output, listed=args.inputs)
         | "Anonymize" >> AnonymizeImages(args.config)
     )
     _ = reports | "Report" >> WriteReport(args.report, args.started_at)

@@ -1,19 +1,27 @@
-"""DoFns that read, detect, and then either copy or blur-and-write each image.
+"""The per-file DoFn: read, detect, then copy or blur, write, and report.
 
 Every input leaves as exactly one FileReport. Any error becomes a `failed`
-report (a dead letter), and nothing is written for that input, so a file
+report (a dead letter) and nothing is written for that input, so a file
 whose detection failed is never published as if it were clean.
+
+The branch (untouched -> byte-identical copy, found -> blur and re-encode)
+happens inside one DoFn on purpose: decoded pixels then never leave the
+worker that decoded them, whatever the runner fuses or splits, and runners
+with weak multi-output support (Beam's DaskRunner sends every tagged output
+to every consumer) behave the same as the others.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import time
-from typing import Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
 
 from pii_blur import anonymize, imageio, manifest, storage
 from pii_blur.config import BlurConfig
@@ -23,30 +31,40 @@ from pii_blur.types import Detection, FileReport, InputFile, Status
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "pii_blur"
-TO_COPY = "copy"
-TO_REPORT = "report"
+
+
+class _Rejected(Exception):
+    """Ends one file's processing with a report (failed or skipped)."""
+
+    def __init__(self, report: FileReport):
+        super().__init__(report.reason)
+        self.report = report
 
 
 @dataclasses.dataclass
-class DetectedImage:
-    """An input after detection, before it is written.
-
-    data: the exact input bytes that detection ran on; these, and only
-    these, are what gets copied or blurred.
-    """
+class _Detected:
+    """One input after detection. data: the exact bytes detection ran on;
+    these, and only these, are copied or blurred."""
 
     input: InputFile
     data: bytes
-    image: Optional[imageio.DecodedImage]
+    image: imageio.DecodedImage
     detections: list[Detection]
     near_misses: list[Detection]
     timings: dict[str, float]
 
 
-def failed(input_file: InputFile, reason: str, **fields) -> FileReport:
-    Metrics.counter(NAMESPACE, Status.FAILED.value).inc()
-    LOG.warning("failed: %s: %s", input_file.url, reason)
-    return FileReport(path=input_file.url, status=Status.FAILED, reason=reason, **fields)
+class _Detectors(list):
+    """The detectors of one worker process (a list that Shared can weak-reference)."""
+
+
+def _load_detectors(config: BlurConfig) -> _Detectors:
+    return _Detectors(create_detector(name, config.detector_config()) for name in config.backends())
+
+
+def worker_id() -> str:
+    """host:pid of the process doing the work, for the audit trail."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def describe(error: Exception) -> str:
@@ -55,24 +73,54 @@ def describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-class _DetectFn(beam.DoFn):
-    """InputFile -> DetectedImage (main: something found), tagged `copy` (nothing
-    found) or tagged `report` (skipped or failed)."""
+class _AnonymizeFn(beam.DoFn):
+    """InputFile -> FileReport, writing the copied or blurred output on the way.
+
+    Models are loaded once per worker process and shared by all its threads
+    and bundles (some runners, like Dask, call setup() for every partition);
+    exiftool runs as one long-lived process per DoFn instance.
+    """
 
     def __init__(self, config: BlurConfig):
         self.config = config
+        self.shared_models = shared.Shared()
         self.detectors = None
+        self.metadata = None
 
     def setup(self):
-        self.detectors = [create_detector(name, self.config.detector_config()) for name in self.config.backends()]
+        self.detectors = self.shared_models.acquire(lambda: _load_detectors(self.config),
+                                                    tag=self.config.fingerprint())
+        self.metadata = MetadataWriter()
+
+    def teardown(self):
+        if self.metadata is not None:
+            self.metadata.close()
 
     def process(self, input_file: InputFile):
+        fingerprint = self.config.fingerprint()
         if not self.config.force:
-            previous = manifest.load_current(input_file, self.config.fingerprint())
+            previous = manifest.load_current(input_file, fingerprint)
             if previous is not None:
                 Metrics.counter(NAMESPACE, "resumed").inc()
-                yield beam.pvalue.TaggedOutput(TO_REPORT, previous)
+                yield previous
                 return
+        try:
+            detected = self._detect(input_file)
+            report = self._blur(detected) if detected.detections else self._copy(detected)
+        except _Rejected as rejected:
+            report = rejected.report
+            Metrics.counter(NAMESPACE, report.status.value).inc()
+            if report.status == Status.FAILED:
+                LOG.warning("failed: %s: %s", input_file.url, report.reason)
+            yield report
+            return
+        manifest.record_finished(input_file, report, fingerprint)
+        Metrics.counter(NAMESPACE, report.status.value).inc()
+        for detection in report.detections:
+            Metrics.counter(NAMESPACE, f"detections_{detection.label}").inc()
+        yield report
+
+    def _detect(self, input_file: InputFile) -> _Detected:
         timings = {}
         started = time.perf_counter()
         try:
@@ -80,18 +128,13 @@ class _DetectFn(beam.DoFn):
                 raise ValueError("output path would overwrite the input")
             data = storage.read_bytes(input_file.url)
         except Exception as error:  # noqa: BLE001 - every error becomes a report line
-            yield beam.pvalue.TaggedOutput(TO_REPORT, failed(input_file, f"read failed: {describe(error)}"))
-            return
+            raise _Rejected(self._failed(input_file, f"read failed: {describe(error)}"))
         timings["read"] = time.perf_counter() - started
         if not data:
-            yield beam.pvalue.TaggedOutput(TO_REPORT, failed(input_file, "empty file (0 bytes)", size_bytes=0))
-            return
+            raise _Rejected(self._failed(input_file, "empty file (0 bytes)", size_bytes=0))
         if imageio.sniff_format(data[:32]) is None:
-            Metrics.counter(NAMESPACE, Status.SKIPPED.value).inc()
-            yield beam.pvalue.TaggedOutput(TO_REPORT, FileReport(
-                path=input_file.url, status=Status.SKIPPED, reason="not an image (by content)",
-                size_bytes=len(data)))
-            return
+            raise _Rejected(FileReport(path=input_file.url, status=Status.SKIPPED, size_bytes=len(data),
+                                       reason="not an image (by content)", worker=worker_id()))
         try:
             started = time.perf_counter()
             image = imageio.decode(data)
@@ -100,54 +143,24 @@ class _DetectFn(beam.DoFn):
             detections, near_misses = anonymize.detect(image, self.detectors, set(self.config.classes))
             timings["detect"] = time.perf_counter() - started
         except Exception as error:  # noqa: BLE001
-            yield beam.pvalue.TaggedOutput(TO_REPORT, failed(
-                input_file, describe(error), size_bytes=len(data), timings=timings))
-            return
-        detected = DetectedImage(input_file, data, image, detections, near_misses, timings)
-        if detections:
-            yield detected
-        else:
-            detected.image = None  # not needed for a copy; let it be freed
-            yield beam.pvalue.TaggedOutput(TO_COPY, detected)
+            raise _Rejected(self._failed(input_file, describe(error), size_bytes=len(data), timings=timings))
+        return _Detected(input_file, data, image, detections, near_misses, timings)
 
-
-class _CopyFn(beam.DoFn):
-    """DetectedImage with no detections -> byte-identical copy -> FileReport."""
-
-    def __init__(self, config: BlurConfig):
-        self.config = config
-
-    def process(self, detected: DetectedImage):
+    def _copy(self, detected: _Detected) -> FileReport:
+        """Nothing found: the output is the input's exact bytes."""
         started = time.perf_counter()
         try:
             storage.write_atomic(detected.input.output_url, detected.data)
         except Exception as error:  # noqa: BLE001
-            yield failed(detected.input, f"write failed: {describe(error)}", size_bytes=len(detected.data))
-            return
+            raise _Rejected(self._failed(detected.input, f"write failed: {describe(error)}",
+                                         size_bytes=len(detected.data)))
         detected.timings["write"] = time.perf_counter() - started
-        Metrics.counter(NAMESPACE, Status.COPIED.value).inc()
-        report = FileReport(path=detected.input.url, status=Status.COPIED, output=detected.input.output_url,
-                            near_misses=detected.near_misses, timings=detected.timings,
-                            size_bytes=len(detected.data))
-        manifest.record_finished(detected.input, report, self.config.fingerprint())
-        yield report
+        return FileReport(path=detected.input.url, status=Status.COPIED, output=detected.input.output_url,
+                          near_misses=detected.near_misses, timings=detected.timings,
+                          size_bytes=len(detected.data), worker=worker_id())
 
-
-class _BlurFn(beam.DoFn):
-    """DetectedImage with detections -> blurred file with metadata -> FileReport."""
-
-    def __init__(self, config: BlurConfig):
-        self.config = config
-        self.metadata = None
-
-    def setup(self):
-        self.metadata = MetadataWriter()
-
-    def teardown(self):
-        if self.metadata is not None:
-            self.metadata.close()
-
-    def process(self, detected: DetectedImage):
+    def _blur(self, detected: _Detected) -> FileReport:
+        """Something found: blur, re-encode with the input's metadata, write."""
         timings = detected.timings
         try:
             started = time.perf_counter()
@@ -157,24 +170,24 @@ class _BlurFn(beam.DoFn):
             storage.write_atomic(detected.input.output_url, rendered.data)
             timings["write"] = time.perf_counter() - started
         except Exception as error:  # noqa: BLE001
-            yield failed(detected.input, f"blur or write failed: {describe(error)}",
-                         detections=detected.detections, size_bytes=len(detected.data), timings=timings)
-            return
-        Metrics.counter(NAMESPACE, Status.BLURRED.value).inc()
-        for detection in detected.detections:
-            Metrics.counter(NAMESPACE, f"detections_{detection.label}").inc()
-        report = FileReport(path=detected.input.url, status=Status.BLURRED, output=detected.input.output_url,
-                            detections=detected.detections, near_misses=detected.near_misses, timings=timings,
-                            size_bytes=len(detected.data), encoding=rendered.encoding)
-        manifest.record_finished(detected.input, report, self.config.fingerprint())
-        yield report
+            raise _Rejected(self._failed(detected.input, f"blur or write failed: {describe(error)}",
+                                         detections=detected.detections, size_bytes=len(detected.data),
+                                         timings=timings))
+        return FileReport(path=detected.input.url, status=Status.BLURRED, output=detected.input.output_url,
+                          detections=detected.detections, near_misses=detected.near_misses, timings=timings,
+                          size_bytes=len(detected.data), encoding=rendered.encoding, worker=worker_id())
+
+    @staticmethod
+    def _failed(input_file: InputFile, reason: str, **fields) -> FileReport:
+        return FileReport(path=input_file.url, status=Status.FAILED, reason=reason, worker=worker_id(), **fields)
 
 
 class AnonymizeImages(beam.PTransform):
     """PCollection[InputFile] -> PCollection[FileReport], one report per input.
 
-    Detect, then branch: untouched images are copied byte for byte, the others
-    are blurred and re-encoded with their metadata. Both are written atomically.
+    Each file is read, detected, then either copied byte for byte (nothing
+    found) or blurred and re-encoded with its metadata; both are written
+    atomically.
     """
 
     def __init__(self, config: BlurConfig):
@@ -182,8 +195,4 @@ class AnonymizeImages(beam.PTransform):
         self.config = config
 
     def expand(self, inputs):
-        detected = inputs | "Detect" >> beam.ParDo(_DetectFn(self.config)).with_outputs(
-            TO_COPY, TO_REPORT, main="blur")
-        copied = detected[TO_COPY] | "Copy" >> beam.ParDo(_CopyFn(self.config))
-        blurred = detected.blur | "BlurAndWrite" >> beam.ParDo(_BlurFn(self.config))
-        return (copied, blurred, detected[TO_REPORT]) | "AllReports" >> beam.Flatten()
+        return inputs | "Anonymize" >> beam.ParDo(_AnonymizeFn(self.config))
