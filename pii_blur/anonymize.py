@@ -6,9 +6,9 @@ No Beam here; the DoFns in transforms/ call these functions.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
-from pii_blur import imageio, jpeg
+from pii_blur import imageio, jpeg, sphere
 from pii_blur.blur import blur_detections
 from pii_blur.geometry import box_upright_to_stored, to_upright
 from pii_blur.metadata import MetadataWriter
@@ -18,26 +18,82 @@ from pii_blur.types import Detection
 FILE_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp"}
 
 
-def detect(image: imageio.DecodedImage, detectors: Sequence[Detector],
-           labels: set[str]) -> tuple[list[Detection], list[Detection]]:
-    """(to blur, near misses) of `labels` in `image`, boxes in stored pixels.
+PROJECTIONS = ("auto", "equirectangular", "perspective")
 
-    Near misses scored between a detector's floor and its threshold: they
-    are reported for review, not blurred. Detectors see the image upright
-    (EXIF orientation applied), because models are trained on upright faces
-    and plates.
+
+@dataclasses.dataclass
+class Found:
+    """What detection found in one image.
+
+    to_blur, near_misses: report form, boxes in stored pixels (near misses
+    scored between a detector's floor and its threshold: reported for
+    review, not blurred). on_sphere: for an equirectangular panorama, the
+    objects to blur with their footprints on the sphere, else None.
     """
+
+    to_blur: list[Detection]
+    near_misses: list[Detection]
+    projection: str = "perspective"
+    on_sphere: Optional[list[sphere.SphereDetection]] = None
+
+
+def projection_of(image: imageio.DecodedImage, data: bytes, requested: str) -> str:
+    """'equirectangular' or 'perspective' for an image, given --projection.
+
+    auto: XMP GPano ProjectionType, else a 2:1 aspect ratio (within 1 %) of
+    the real pixel size. Rotated (EXIF orientation != 1) images are treated
+    as perspective.
+    """
+    if requested != "auto":
+        return requested
+    is_pano = sphere.is_equirectangular(image.width, image.height, imageio.xmp_projection(data))
+    return "equirectangular" if is_pano and image.orientation == 1 else "perspective"
+
+
+def detect(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: set[str],
+           projection: str = "perspective") -> Found:
+    """Objects of `labels` in `image`; projection as from projection_of().
+
+    Perspective images are seen upright (EXIF orientation applied), because
+    models are trained on upright faces and plates. Panoramas are seen through
+    overlapping views covering the whole sphere (sphere.py).
+    """
+    if projection == "equirectangular":
+        return _detect_on_sphere(image, detectors, labels)
     upright = to_upright(image.rgb8(), image.orientation)
     upright_h, upright_w = upright.shape[:2]
-    to_blur, near_misses = [], []
+    found = Found([], [])
     for detector in detectors:
         for detection in detector.detect([upright])[0]:
             if detection.label not in labels:
                 continue
             box = box_upright_to_stored(detection.box, image.orientation, upright_w, upright_h)
-            found = Detection(detection.label, detection.score, box)
-            (to_blur if detection.score >= detector.threshold else near_misses).append(found)
-    return to_blur, near_misses
+            stored = Detection(detection.label, detection.score, box)
+            (found.to_blur if detection.score >= detector.threshold else found.near_misses).append(stored)
+    return found
+
+
+def _detect_on_sphere(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: set[str]) -> Found:
+    thresholds = {label: d.threshold for d in detectors for label in d.labels}
+
+    def detect_views(views):
+        per_view = [[] for _ in views]
+        for detector in detectors:
+            for found_in_view, detections in zip(per_view, detector.detect(views)):
+                found_in_view.extend(d for d in detections if d.label in labels)
+        return per_view
+
+    on_sphere = sphere.detect_on_sphere(image.rgb8(), detect_views)
+    found = Found([], [], "equirectangular", [])
+    for detection in on_sphere:
+        report_form = Detection(detection.label, detection.score, detection.boxes[0], boxes=detection.boxes,
+                                yaw_deg=detection.yaw_deg, pitch_deg=detection.pitch_deg)
+        if detection.score >= thresholds[detection.label]:
+            found.to_blur.append(report_form)
+            found.on_sphere.append(detection)
+        else:
+            found.near_misses.append(report_form)
+    return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +104,7 @@ class Rendered:
     encoding: str
 
 
-def render_blurred(image: imageio.DecodedImage, detections: Sequence[Detection], source_bytes: bytes,
+def render_blurred(image: imageio.DecodedImage, found: Found, source_bytes: bytes,
                    metadata: MetadataWriter) -> Rendered:
     """The blurred image, encoded in the input's format with the input's metadata.
 
@@ -59,7 +115,10 @@ def render_blurred(image: imageio.DecodedImage, detections: Sequence[Detection],
     regenerated from the blurred pixels (EXIF thumbnails use the stored
     layout) and embedded previews are dropped.
     """
-    blurred = blur_detections(image.pixels, detections)
+    if found.on_sphere is not None:
+        blurred = sphere.blur_on_sphere(image.pixels, found.on_sphere)
+    else:
+        blurred = blur_detections(image.pixels, found.to_blur)
     thumbnail = imageio.encode_thumbnail(imageio.to_rgb8(blurred))
     fallback_reason = ""
     if image.format == "jpeg":

@@ -21,6 +21,7 @@ from pii_blur import pipeline as pii_pipeline
 from pii_blur import review, storage
 from pii_blur.pipeline import runners
 from pii_blur.storage import list_inputs
+from pii_blur.anonymize import PROJECTIONS
 from pii_blur.config import DEFAULT_CLASSES, REPORT_NAME, BlurConfig
 from pii_blur.transforms.report import read_summary
 
@@ -32,6 +33,7 @@ def make_parser() -> argparse.ArgumentParser:
     cores = os.cpu_count() or 1
     parser = argparse.ArgumentParser(
         prog="pii-blur",
+        allow_abbrev=False,  # never swallow a Beam option such as --project as an abbreviation
         description="Find faces and licence plates in photos and blur them. Every input ends "
                     "up in OUTPUT (blurred, or a byte-identical copy if nothing was found) or "
                     "in the report as skipped/failed.",
@@ -51,6 +53,10 @@ def make_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated classes to blur (default: {','.join(DEFAULT_CLASSES)})")
     parser.add_argument("--report", default=None,
                         help=f"report path or URL (default: OUTPUT/{REPORT_NAME})")
+    parser.add_argument("--projection", choices=PROJECTIONS, default="auto",
+                        help="auto: equirectangular when XMP GPano says so or the image is 2:1 (within 1%%), "
+                             "then faces and plates are searched over the whole sphere; perspective: every "
+                             "image as a flat photo (default: auto)")
     parser.add_argument("--force", action="store_true",
                         help="redo every input (default: off; a rerun skips inputs whose output is "
                              "complete and whose size, version and settings are unchanged)")
@@ -82,7 +88,8 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
         parser.error("--workers must be at least 1")
     classes = tuple(c.strip() for c in known.classes.split(",") if c.strip())
     config = BlurConfig(classes=classes, min_probability=known.min_probability / 100,
-                        threads=max(1, (os.cpu_count() or 1) // known.workers), force=known.force)
+                        threads=max(1, (os.cpu_count() or 1) // known.workers), force=known.force,
+                        projection=known.projection)
     try:
         config.backends()
     except ValueError as error:

@@ -21,16 +21,18 @@ class BlurConfig:
     min_probability: MIN_PERCENTAGE_PROBABILITY / 100.
     threads: ONNX Runtime threads per model per worker (0 = let it choose).
     force: redo every input, even those a previous run finished.
+    projection: auto | equirectangular | perspective (see anonymize.projection_of).
     """
 
     classes: tuple[str, ...] = DEFAULT_CLASSES
     min_probability: float = 0.4
     threads: int = 0
     force: bool = False
+    projection: str = "auto"
 
     def fingerprint(self) -> str:
         """Identifies the settings that change outputs (see manifest.py)."""
-        return settings_fingerprint(self.classes, self.min_probability)
+        return settings_fingerprint(self.classes, self.min_probability, self.projection)
 
     def backends(self) -> list[str]:
         """Registered detector names needed for `classes`, without repeats.

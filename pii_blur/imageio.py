@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
+import struct
 import warnings
 from typing import Optional
 
 import numpy as np
-from PIL import Image, ImageFile, JpegImagePlugin
+from PIL import Image, ImageFile, JpegImagePlugin, UnidentifiedImageError
 
 # Refuse truncated files instead of silently padding them with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -21,6 +23,15 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 SUPPORTED_FORMATS = ("jpeg", "png", "tiff", "webp")
 MAX_PIXELS = 300_000_000  # about 24k x 12k; larger inputs fail rather than exhaust memory
 EXIF_ORIENTATION_TAG = 0x0112
+
+# Pillow's own bomb check (a warning above 89 Mpx, an error above twice that)
+# would refuse images our limit allows, with a misleading reason. decode()
+# checks the header size itself; Pillow's check is only kept as a backstop.
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)
+
+# Sizes of the DIB header that follows a BMP file header: "BM" alone also
+# starts plenty of text files ("BMW ...").
+_BMP_DIB_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 
 _MAGIC = (
     (b"\xff\xd8\xff", "jpeg"),
@@ -57,8 +68,15 @@ def sniff_format(head: bytes) -> Optional[str]:
         return None  # mp4/mov and friends: not images
     for magic, name in _MAGIC:
         if head.startswith(magic):
+            if name == "bmp" and not _looks_like_bmp(head):
+                continue
             return name
     return None
+
+
+def _looks_like_bmp(head: bytes) -> bool:
+    """A BMP file header: reserved bytes zero and a known DIB header size."""
+    return len(head) >= 18 and head[6:10] == b"\0\0\0\0" and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES
 
 
 @dataclasses.dataclass
@@ -107,12 +125,16 @@ _CONVERTED_MODES = {"1": "L", "P": "RGBA", "PA": "RGBA", "LA": "RGBA", "CMYK": "
                     "YCbCr": "RGB", "I": "I;16", "I;16B": "I;16", "I;16L": "I;16", "F": "L"}
 
 
-def decode(data: bytes) -> DecodedImage:
+def decode(data: bytes, max_pixels: Optional[int] = None) -> DecodedImage:
     """Decode and fully validate an image.
+
+    max_pixels: refuse images with more pixels than this (default: MAX_PIXELS
+        at call time), from the size in the header, before any pixel is decoded.
 
     Raises:
         ImageError: not an image, unsupported format, too large, corrupt or truncated.
     """
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
     fmt = sniff_format(data[:32])
     if fmt is None:
         raise ImageError("not an image")
@@ -120,16 +142,21 @@ def decode(data: bytes) -> DecodedImage:
         raise ImageError(f"unsupported image format: {fmt}")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # checked below
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(f"image too large: {width}x{height} pixels (limit {MAX_PIXELS})")
+            if width * height > limit:
+                raise ImageError(f"image too large: {width}x{height} pixels (limit {limit})")
+            if width < 1 or height < 1:
+                raise ImageError(f"corrupt {fmt}: {width}x{height} pixels")
             image.load()
     except ImageError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning, EOFError, MemoryError) as error:
+    except Image.DecompressionBombError as error:   # Pillow's backstop, far above `limit`
+        raise ImageError(f"image too large: more than {limit} pixels ({error})") from error
+    except UnidentifiedImageError as error:   # its message names a BytesIO object, no use to anyone
+        raise ImageError(f"corrupt or truncated {fmt}: the header cannot be read") from error
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         raise ImageError(f"corrupt or truncated {fmt}: {error}") from error
     # A camera JPEG with MPF previews opens as several frames; the primary
     # image is the photo (previews are never copied to the output). Other
@@ -143,11 +170,37 @@ def decode(data: bytes) -> DecodedImage:
     pixels = np.array(converted)
     if mode == "I;16":
         pixels = np.clip(pixels, 0, 65535).astype(np.uint16)
-    orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-    if orientation not in range(1, 9):
-        orientation = 1
+    orientation = _orientation(image)
     return DecodedImage(fmt, pixels, mode, int(orientation), image,
                         webp_lossless=fmt == "webp" and _webp_is_lossless(data))
+
+
+def _orientation(image: Image.Image) -> int:
+    """EXIF orientation 1..8; 1 when absent, out of range or unreadable.
+
+    Unreadable EXIF is treated as no EXIF, as viewers do: they show the pixels
+    as stored, so detection must look at them that way too.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # Pillow warns on every corrupt IFD
+            value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error, RecursionError):
+        return 1
+    try:
+        return int(value) if value in range(1, 9) else 1
+    except TypeError:   # an unhashable or odd tag type (e.g. a tuple of them)
+        return 1
+
+
+_GPANO_PROJECTION = re.compile(rb"GPano:ProjectionType(?:\s*=\s*[\"']|>)\s*([A-Za-z_-]+)")
+XMP_SEARCH_BYTES = 1 << 20  # XMP sits in the file's first segments
+
+
+def xmp_projection(data: bytes) -> Optional[str]:
+    """XMP GPano ProjectionType (e.g. 'equirectangular'), lower-cased, or None."""
+    match = _GPANO_PROJECTION.search(data[:XMP_SEARCH_BYTES])
+    return match.group(1).decode("ascii").lower() if match else None
 
 
 def _webp_is_lossless(data: bytes) -> bool:

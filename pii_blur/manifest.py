@@ -18,9 +18,10 @@ from pii_blur import __version__, storage
 from pii_blur.types import FileReport, InputFile, Status
 
 
-def settings_fingerprint(classes, min_probability: float) -> str:
+def settings_fingerprint(classes, min_probability: float, projection: str) -> str:
     """Changes whenever a setting that affects outputs changes."""
-    text = json.dumps({"version": __version__, "classes": sorted(classes), "p": round(min_probability, 4)})
+    text = json.dumps({"version": __version__, "classes": sorted(classes), "p": round(min_probability, 4),
+                       "projection": projection})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -22,11 +22,17 @@ class Detection:
 
     box is [x1, y1, x2, y2] in pixels of the image as stored (before EXIF
     orientation is applied), top-left inclusive, bottom-right exclusive.
+    On an equirectangular panorama, boxes holds the footprint's boxes (two
+    for an object across the 0/360 degree seam, box being the first) and
+    yaw_deg/pitch_deg its centre direction (see sphere.py).
     """
 
     label: str
     score: float
     box: tuple[float, float, float, float]
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+    yaw_deg: Optional[float] = None
+    pitch_deg: Optional[float] = None
 
     @property
     def width(self) -> float:
@@ -38,14 +44,21 @@ class Detection:
 
     @classmethod
     def from_json(cls, record: dict) -> "Detection":
-        return cls(record["label"], record["score"], tuple(record["box"]))
+        return cls(record["label"], record["score"], tuple(record["box"]),
+                   boxes=tuple(tuple(b) for b in record.get("boxes", ())),
+                   yaw_deg=record.get("yaw_deg"), pitch_deg=record.get("pitch_deg"))
 
     def to_json(self) -> dict:
-        return {
+        record = {
             "label": self.label,
             "score": round(float(self.score), 4),
             "box": [int(round(v)) for v in self.box],
         }
+        if self.yaw_deg is not None:
+            record["boxes"] = [[int(round(v)) for v in box] for box in self.boxes]
+            record["yaw_deg"] = round(self.yaw_deg, 2)
+            record["pitch_deg"] = round(self.pitch_deg, 2)
+        return record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +91,7 @@ class FileReport:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     size_bytes: Optional[int] = None
     encoding: str = ""
+    projection: str = ""
     worker: str = ""
     resumed: bool = False
 
@@ -92,6 +106,7 @@ class FileReport:
             "near_misses": [d.to_json() for d in self.near_misses],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "encoding": self.encoding,
+            "projection": self.projection,
             "worker": self.worker,
             "resumed": self.resumed,
         }
@@ -103,5 +118,6 @@ class FileReport:
                    detections=[Detection.from_json(d) for d in record.get("detections", [])],
                    near_misses=[Detection.from_json(d) for d in record.get("near_misses", [])],
                    timings=record.get("timings", {}), size_bytes=record.get("size_bytes"),
-                   encoding=record.get("encoding", ""), worker=record.get("worker", ""),
+                   encoding=record.get("encoding", ""), projection=record.get("projection", ""),
+                   worker=record.get("worker", ""),
                    resumed=record.get("resumed", False))

@@ -26,7 +26,8 @@ def exif_fields(path: str) -> dict:
 def blur_file(source_path: str, target_path: str, box=ASTRONAUT_FACE_BOX) -> bytes:
     data = open(source_path, "rb").read()
     with MetadataWriter() as writer:
-        out = anonymize.render_blurred(imageio.decode(data), [Detection("face", 0.9, box)], data, writer).data
+        out = anonymize.render_blurred(imageio.decode(data), anonymize.Found([Detection("face", 0.9, box)], []), data,
+                                       writer).data
     open(target_path, "wb").write(out)
     return out
 
@@ -59,8 +60,8 @@ def test_exif_thumbnail_is_regenerated_from_blurred_pixels(tmp_path, astronaut_j
 def test_jpeg_is_patched_block_wise_and_keeps_every_segment(tmp_path, astronaut_jpeg_with_metadata):
     data = open(astronaut_jpeg_with_metadata, "rb").read()
     with MetadataWriter() as writer:
-        rendered = anonymize.render_blurred(imageio.decode(data), [Detection("face", 0.9, ASTRONAUT_FACE_BOX)],
-                                            data, writer)
+        found = anonymize.Found([Detection("face", 0.9, ASTRONAUT_FACE_BOX)], [])
+        rendered = anonymize.render_blurred(imageio.decode(data), found, data, writer)
     assert rendered.encoding == "jpeg-dct-blocks"
     assert 0.9 < len(rendered.data) / len(data) < 1.03
 

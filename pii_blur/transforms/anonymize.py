@@ -27,7 +27,7 @@ from pii_blur import anonymize, imageio, manifest, storage
 from pii_blur.config import BlurConfig
 from pii_blur.metadata import MetadataWriter
 from pii_blur.models import create_detector
-from pii_blur.types import Detection, FileReport, InputFile, Status
+from pii_blur.types import FileReport, InputFile, Status
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "pii_blur"
@@ -49,8 +49,7 @@ class _Detected:
     input: InputFile
     data: bytes
     image: imageio.DecodedImage
-    detections: list[Detection]
-    near_misses: list[Detection]
+    found: anonymize.Found
     timings: dict[str, float]
 
 
@@ -106,7 +105,7 @@ class _AnonymizeFn(beam.DoFn):
                 return
         try:
             detected = self._detect(input_file)
-            report = self._blur(detected) if detected.detections else self._copy(detected)
+            report = self._blur(detected) if detected.found.to_blur else self._copy(detected)
         except _Rejected as rejected:
             report = rejected.report
             Metrics.counter(NAMESPACE, report.status.value).inc()
@@ -140,11 +139,12 @@ class _AnonymizeFn(beam.DoFn):
             image = imageio.decode(data)
             timings["decode"] = time.perf_counter() - started
             started = time.perf_counter()
-            detections, near_misses = anonymize.detect(image, self.detectors, set(self.config.classes))
+            projection = anonymize.projection_of(image, data, self.config.projection)
+            found = anonymize.detect(image, self.detectors, set(self.config.classes), projection)
             timings["detect"] = time.perf_counter() - started
         except Exception as error:  # noqa: BLE001
             raise _Rejected(self._failed(input_file, describe(error), size_bytes=len(data), timings=timings))
-        return _Detected(input_file, data, image, detections, near_misses, timings)
+        return _Detected(input_file, data, image, found, timings)
 
     def _copy(self, detected: _Detected) -> FileReport:
         """Nothing found: the output is the input's exact bytes."""
@@ -156,26 +156,28 @@ class _AnonymizeFn(beam.DoFn):
                                          size_bytes=len(detected.data)))
         detected.timings["write"] = time.perf_counter() - started
         return FileReport(path=detected.input.url, status=Status.COPIED, output=detected.input.output_url,
-                          near_misses=detected.near_misses, timings=detected.timings,
-                          size_bytes=len(detected.data), worker=worker_id())
+                          near_misses=detected.found.near_misses, timings=detected.timings,
+                          size_bytes=len(detected.data), projection=detected.found.projection, worker=worker_id())
 
     def _blur(self, detected: _Detected) -> FileReport:
         """Something found: blur, re-encode with the input's metadata, write."""
         timings = detected.timings
         try:
             started = time.perf_counter()
-            rendered = anonymize.render_blurred(detected.image, detected.detections, detected.data, self.metadata)
+            rendered = anonymize.render_blurred(detected.image, detected.found, detected.data, self.metadata)
             timings["blur_encode"] = time.perf_counter() - started
             started = time.perf_counter()
             storage.write_atomic(detected.input.output_url, rendered.data)
             timings["write"] = time.perf_counter() - started
         except Exception as error:  # noqa: BLE001
             raise _Rejected(self._failed(detected.input, f"blur or write failed: {describe(error)}",
-                                         detections=detected.detections, size_bytes=len(detected.data),
+                                         detections=detected.found.to_blur, size_bytes=len(detected.data),
                                          timings=timings))
+        found = detected.found
         return FileReport(path=detected.input.url, status=Status.BLURRED, output=detected.input.output_url,
-                          detections=detected.detections, near_misses=detected.near_misses, timings=timings,
-                          size_bytes=len(detected.data), encoding=rendered.encoding, worker=worker_id())
+                          detections=found.to_blur, near_misses=found.near_misses, timings=timings,
+                          size_bytes=len(detected.data), encoding=rendered.encoding, projection=found.projection,
+                          worker=worker_id())
 
     @staticmethod
     def _failed(input_file: InputFile, reason: str, **fields) -> FileReport:
