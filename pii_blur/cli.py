@@ -19,10 +19,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pii_blur import pipeline as pii_pipeline
 from pii_blur import review, storage
-from pii_blur.pipeline import runners
-from pii_blur.storage import list_inputs
 from pii_blur.anonymize import PROJECTIONS
 from pii_blur.config import DEFAULT_CLASSES, REPORT_NAME, BlurConfig
+from pii_blur.imageio import MAX_PIXELS
+from pii_blur.pipeline import runners
+from pii_blur.storage import list_inputs
 from pii_blur.transforms.report import read_summary
 
 LOG = logging.getLogger("pii_blur")
@@ -57,6 +58,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="auto: equirectangular when XMP GPano says so or the image is 2:1 (within 1%%), "
                              "then faces and plates are searched over the whole sphere; perspective: every "
                              "image as a flat photo (default: auto)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help=f"images with more pixels fail, checked before decoding (default: {MAX_PIXELS})")
     parser.add_argument("--force", action="store_true",
                         help="redo every input (default: off; a rerun skips inputs whose output is "
                              "complete and whose size, version and settings are unchanged)")
@@ -89,13 +92,15 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
     classes = tuple(c.strip() for c in known.classes.split(",") if c.strip())
     config = BlurConfig(classes=classes, min_probability=known.min_probability / 100,
                         threads=max(1, (os.cpu_count() or 1) // known.workers), force=known.force,
-                        projection=known.projection)
+                        projection=known.projection, max_pixels=known.max_pixels)
     try:
         config.backends()
     except ValueError as error:
         parser.error(str(error))
     if storage.is_same_or_inside(known.output, _input_root(known.input)):
         parser.error("OUTPUT must not be INPUT or inside it")
+    if storage.is_local_file(known.output):
+        parser.error(f"OUTPUT {known.output} is an existing file; it must be a folder (quote globs in INPUT)")
     report = known.report or storage.join_url(known.output, REPORT_NAME)
     args = pii_pipeline.RunArgs(input=known.input, output=known.output, report=report,
                                 config=config, started_at=time.time(), workers=known.workers,

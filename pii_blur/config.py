@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pii_blur.imageio import MAX_PIXELS
 from pii_blur.manifest import settings_fingerprint
 from pii_blur.models.base import DetectorConfig
 
@@ -11,6 +12,7 @@ from pii_blur.models.base import DetectorConfig
 DEFAULT_BACKENDS = {"face": "onnx-centerface", "plate": "onnx-ppocr-plate"}
 DEFAULT_CLASSES = ("face", "plate")
 REPORT_NAME = "pii-blur-report.jsonl"
+MAX_FILE_BYTES = 1 << 30  # 1 GiB: no photo is larger; a video named .jpg would be
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +24,8 @@ class BlurConfig:
     threads: ONNX Runtime threads per model per worker (0 = let it choose).
     force: redo every input, even those a previous run finished.
     projection: auto | equirectangular | perspective (see anonymize.projection_of).
+    max_pixels: larger images fail, checked from the header before decoding.
+    max_file_bytes: larger files fail before they are read.
     """
 
     classes: tuple[str, ...] = DEFAULT_CLASSES
@@ -29,6 +33,8 @@ class BlurConfig:
     threads: int = 0
     force: bool = False
     projection: str = "auto"
+    max_pixels: int = MAX_PIXELS
+    max_file_bytes: int = MAX_FILE_BYTES
 
     def fingerprint(self) -> str:
         """Identifies the settings that change outputs (see manifest.py)."""

@@ -125,7 +125,7 @@ _CONVERTED_MODES = {"1": "L", "P": "RGBA", "PA": "RGBA", "LA": "RGBA", "CMYK": "
                     "YCbCr": "RGB", "I": "I;16", "I;16B": "I;16", "I;16L": "I;16", "F": "L"}
 
 
-def decode(data: bytes, max_pixels: Optional[int] = None) -> DecodedImage:
+def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
     """Decode and fully validate an image.
 
     max_pixels: refuse images with more pixels than this (default: MAX_PIXELS

@@ -757,6 +757,9 @@ def blur_mask(pano_height: int, pano_width: int, detections: Sequence[SphereDete
     return mask
 
 
+BLUR_VIEW_SIGMA_PX = 4.0
+
+
 def _blur_view(detection: SphereDetection, pano_width: int) -> tuple[View, float]:
     """A perspective view centred on the detection that holds its whole blur ellipse, and the blur sigma in it.
 
@@ -785,8 +788,11 @@ def _blur_view(detection: SphereDetection, pano_width: int) -> tuple[View, float
         short_side = 2 * focal * math.tan(math.radians(min(half_fov, 60)))
     sigma = max(style.min_sigma, style.sigma_fraction * short_side)
     half_fov = min(half_fov + math.degrees(math.atan(3.5 * sigma / focal)), MAX_BLUR_FOV_DEG / 2)
-    view = perspective_view(detection.yaw_deg, detection.pitch_deg, 2 * half_fov, pano_width)
-    return view, sigma
+    # The blurred view holds no detail finer than sigma, so it is rendered with
+    # BLUR_VIEW_SIGMA_PX pixels per sigma instead of at full resolution.
+    shrink = max(1.0, sigma / BLUR_VIEW_SIGMA_PX)
+    view = perspective_view(detection.yaw_deg, detection.pitch_deg, 2 * half_fov, pano_width, scale=1 / shrink)
+    return view, sigma / shrink
 
 
 def blur_on_sphere(pixels: np.ndarray, detections: Sequence[SphereDetection]) -> np.ndarray:

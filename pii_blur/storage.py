@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
+import stat
 import uuid
 
 import fsspec
@@ -20,11 +22,22 @@ def _is_glob(path: str) -> bool:
     return any(char in path for char in GLOB_CHARS)
 
 
+# Longest file name (bytes) most local file systems accept.
+NAME_MAX = 255
+
+
 def list_inputs(input_spec: str, output_root: str) -> list[InputFile]:
     """Every file under `input_spec`, with the output URL that mirrors its relative path.
 
     input_spec: a file, a folder (searched recursively), a glob, or any fsspec URL.
     Sorted by URL, so the listing is deterministic.
+
+    Symbolic links: INPUT itself may be one and is followed (the user named
+    it). Links found inside INPUT, to files or folders, are listed but never
+    followed: `read_bytes` refuses them, so each one ends in the report as
+    failed, and nothing outside INPUT can reach OUTPUT. Folders behind links
+    are not searched (no loops). FIFOs, sockets and devices are listed too and
+    refused the same way, so every entry under INPUT appears in the report.
 
     Raises:
         FileNotFoundError: nothing matches.
@@ -34,26 +47,37 @@ def list_inputs(input_spec: str, output_root: str) -> list[InputFile]:
     if _is_glob(path):
         parts = path.split("/")
         base = "/".join(parts[:next(i for i, part in enumerate(parts) if _is_glob(part))])
-        found = {p: info for p, info in fs.glob(path, detail=True).items() if info.get("type") == "file"}
+        found = {p: info for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"}
     elif fs.isdir(path):
         base = path
         found = fs.find(path, detail=True)
     elif fs.isfile(path):
         base = posixpath.dirname(path)
-        found = {path: fs.info(path)}
+        target = os.path.realpath(path) if isinstance(fs, LocalFileSystem) else path
+        found = {target: fs.info(target)}
+        found[target]["relative"] = posixpath.basename(path)
     else:
         raise FileNotFoundError(f"input not found: {input_spec}")
     inputs = []
     for file_path in sorted(found):
-        relative = posixpath.relpath(file_path, base) if base else file_path.lstrip("/")
+        info = found[file_path]
+        relative = info.get("relative") or (posixpath.relpath(file_path, base) if base else file_path.lstrip("/"))
         if TEMP_MARKER in posixpath.basename(relative):
             continue
-        info = found[file_path]
         inputs.append(InputFile(url=fs.unstrip_protocol(file_path), relative_path=relative,
                                 output_url=join_url(output_root, relative),
-                                manifest_url=join_url(output_root, f"{MANIFEST_FOLDER}/{relative}.json"),
+                                manifest_url=join_url(output_root, f"{MANIFEST_FOLDER}/{_manifest_name(relative)}"),
                                 size=info.get("size"), version=file_version(info)))
     return inputs
+
+
+def _manifest_name(relative: str) -> str:
+    """RELATIVE.json, or a hash of the name where that would be too long a file name."""
+    folder, name = posixpath.split(relative)
+    record = name + ".json"
+    if len(os.fsencode(record)) > NAME_MAX:
+        record = hashlib.sha256(os.fsencode(name)).hexdigest() + ".json"
+    return posixpath.join(folder, record)
 
 
 def file_version(info: dict) -> str | None:
@@ -64,8 +88,26 @@ def file_version(info: dict) -> str | None:
     return None
 
 
+def _url_to_fs(url: str):
+    """(filesystem, path) for one file's URL.
+
+    A local path is taken literally: '::' in a file name is not fsspec's URL
+    chaining (fsspec would read 'a::b.jpg' as 'a', and write there too).
+    """
+    protocol, path = fsspec.core.split_protocol(url)
+    if protocol in ("file", "local") or (protocol is None and "/" in url.split("::", 1)[0]):
+        return LocalFileSystem(), path
+    return fsspec.core.url_to_fs(url)
+
+
+def is_local_file(url: str) -> bool:
+    """True if `url` is a local path or file:// URL naming an existing regular file."""
+    protocol, path = fsspec.core.split_protocol(url)
+    return protocol in (None, "file", "local") and os.path.isfile(path)
+
+
 def exists(url: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = _url_to_fs(url)
     return fs.exists(path)
 
 
@@ -103,7 +145,26 @@ def is_same_or_inside(inner: str, outer: str) -> bool:
 
 
 def read_bytes(url: str) -> bytes:
-    with fsspec.open(url, "rb") as handle:
+    """The whole content of a file.
+
+    Local files are opened without following a symbolic link in the last
+    path component, and must be regular files: a link (perhaps to a file
+    outside INPUT, or to /dev/zero), a FIFO (which would block) or a device
+    raises OSError instead.
+    """
+    fs, path = _url_to_fs(url)
+    if not isinstance(fs, LocalFileSystem):
+        with fs.open(path, "rb") as handle:
+            return handle.read()
+    if os.path.islink(path):
+        raise OSError(f"symbolic link, not followed: {path}")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(path, flags)   # O_NOFOLLOW: a link swapped in after the check fails (ELOOP)
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "folder" if stat.S_ISDIR(mode) else "FIFO" if stat.S_ISFIFO(mode) else "special file"
+            raise OSError(f"not a regular file ({kind}): {path}")
         return handle.read()
 
 
@@ -113,11 +174,12 @@ def write_atomic(url: str, data: bytes) -> None:
     Local: a temporary file in the same folder, fsync, then rename over the
     target. Object stores: a single put, which is atomic there.
     """
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = _url_to_fs(url)
     if isinstance(fs, LocalFileSystem):
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
-        temp = os.path.join(folder, f"{TEMP_MARKER}{uuid.uuid4().hex}-{os.path.basename(path)}")
+        # Not derived from the target's name, which may already be NAME_MAX long.
+        temp = os.path.join(folder, f"{TEMP_MARKER}{uuid.uuid4().hex}")
         try:
             with open(temp, "wb") as handle:
                 handle.write(data)

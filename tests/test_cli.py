@@ -71,3 +71,16 @@ def test_cli_end_to_end_with_two_worker_processes(tmp_path, astronaut):
     lines = (tmp_path / "blurred/pii-blur-report.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["files"] == 3
     assert not list((tmp_path / "blurred").rglob(".pii-blur-tmp-*"))
+
+
+def test_output_that_is_an_existing_file_is_refused(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "b.jpg").write_bytes(b"x")
+    with pytest.raises(SystemExit):
+        cli.parse_args([str(tmp_path / "in"), str(tmp_path / "b.jpg")])
+    assert "existing file" in capsys.readouterr().err
+
+
+def test_max_pixels_reaches_the_config(tmp_path):
+    args, _ = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--max-pixels", "1000"])
+    assert args.config.max_pixels == 1000

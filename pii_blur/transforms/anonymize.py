@@ -113,7 +113,10 @@ class _AnonymizeFn(beam.DoFn):
                 LOG.warning("failed: %s: %s", input_file.url, report.reason)
             yield report
             return
-        manifest.record_finished(input_file, report, fingerprint)
+        try:
+            manifest.record_finished(input_file, report, fingerprint)
+        except Exception as error:  # noqa: BLE001 - losing the record only costs the resume
+            LOG.warning("could not record %s for resuming: %s", input_file.url, describe(error))
         Metrics.counter(NAMESPACE, report.status.value).inc()
         for detection in report.detections:
             Metrics.counter(NAMESPACE, f"detections_{detection.label}").inc()
@@ -122,6 +125,10 @@ class _AnonymizeFn(beam.DoFn):
     def _detect(self, input_file: InputFile) -> _Detected:
         timings = {}
         started = time.perf_counter()
+        if input_file.size is not None and input_file.size > self.config.max_file_bytes:
+            raise _Rejected(self._failed(input_file, f"file too large: {input_file.size} bytes "
+                                                     f"(limit {self.config.max_file_bytes})",
+                                         size_bytes=input_file.size))
         try:
             if storage.is_same_or_inside(input_file.output_url, input_file.url):
                 raise ValueError("output path would overwrite the input")
@@ -136,7 +143,7 @@ class _AnonymizeFn(beam.DoFn):
                                        reason="not an image (by content)", worker=worker_id()))
         try:
             started = time.perf_counter()
-            image = imageio.decode(data)
+            image = imageio.decode(data, max_pixels=self.config.max_pixels)
             timings["decode"] = time.perf_counter() - started
             started = time.perf_counter()
             projection = anonymize.projection_of(image, data, self.config.projection)

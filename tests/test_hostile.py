@@ -1,0 +1,301 @@
+"""Hostile input: 650+ bad and awkward files through the whole pipeline, in one run.
+
+The corpus (tests/hostile_corpus.py) is generated, the pipeline runs once
+in-process over all of it, and each test checks one promise against that
+run: every input is reported exactly once; bad files fail or are skipped
+with a reason and leave nothing in OUTPUT; good files in the same run are
+copied byte for byte or really blurred. A last test runs the CLI under a
+memory cap with a decompression bomb beside a normal photo.
+
+Only the face detector runs here (plates go through the same read, decode
+and write code), which keeps the run to well under a minute.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import skimage.data
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy, jpeg_bytes
+from hostile_corpus import FACE_SIDE, make_corpus, png_zero_bomb
+
+from pii_blur import cli, imageio, pipeline, storage
+from pii_blur.config import REPORT_NAME, BlurConfig
+from pii_blur.geometry import box_upright_to_stored
+
+# Pillow warns about every corrupt EXIF IFD it meets: expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:(Corrupt EXIF data|Truncated File Read):UserWarning")
+
+LOCAL = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+PROCESSED = ("copied", "blurred")
+# A face is blurred when the high-frequency energy left in its box is below
+# this share of the original's (as in test_pipeline; measured: at most 0.1).
+BLURRED_ENERGY_RATIO = 0.2
+
+
+@dataclasses.dataclass
+class CorpusRun:
+    input: str
+    output: str
+    kinds: dict[str, str]            # relative path -> expected kind
+    records: list[dict]              # report lines, summary excluded
+    summary: dict
+    seconds: float
+
+    def by_path(self) -> dict[str, dict]:
+        prefix = "file://" + os.path.abspath(self.input) + "/"
+        return {record["path"][len(prefix):]: record for record in self.records}
+
+    def of_kind(self, *kinds: str) -> list[tuple[str, dict]]:
+        records = self.by_path()
+        return [(relative, records[relative]) for relative, kind in sorted(self.kinds.items()) if kind in kinds]
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory) -> CorpusRun:
+    root = tmp_path_factory.mktemp("hostile")
+    source, output = str(root / "in"), str(root / "out")
+    kinds = make_corpus(source, {"face": skimage.data.astronaut(), "plain": skimage.data.rocket()})
+    args = pipeline.RunArgs(input=source, output=output, report=storage.join_url(output, REPORT_NAME),
+                            config=BlurConfig(classes=("face",), threads=1), started_at=time.time())
+    started = time.perf_counter()
+    with TestPipeline(options=PipelineOptions(LOCAL), blocking=True) as p:
+        pipeline.build(p, args)
+    seconds = time.perf_counter() - started
+    with open(args.report, encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    print(f"\nhostile corpus: {len(kinds)} files in {seconds:.1f} s: {lines[-1]}")
+    return CorpusRun(source, output, kinds, lines[:-1], lines[-1], seconds)
+
+
+def test_corpus_is_big_and_varied(corpus_run):
+    counts = collections.Counter(corpus_run.kinds.values())
+    assert counts["failed"] + counts["skipped"] + counts["damaged"] >= 500
+    assert counts["blurred"] >= 40 and counts["copied"] >= 20
+
+
+def test_every_input_is_reported_exactly_once(corpus_run):
+    reported = [relative for relative in corpus_run.by_path()]
+    assert len(reported) == len(corpus_run.records) == corpus_run.summary["files"]
+    assert sorted(reported) == sorted(corpus_run.kinds)
+
+
+def test_bad_files_fail_or_are_skipped_with_a_reason(corpus_run):
+    wrong = {relative: (kind, record["status"], record["reason"])
+             for relative, record in corpus_run.of_kind("failed", "skipped")
+             for kind in [corpus_run.kinds[relative]]
+             if record["status"] != kind or not record["reason"] or record["output"]}
+    assert not wrong
+
+
+def test_damaged_files_fail_or_are_processed_like_any_image(corpus_run):
+    """A bit flip may leave a file that decodes (no checksum in a JPEG's or a
+    raw TIFF's pixel data); it is then an image like any other."""
+    outcomes = collections.Counter(record["status"] for _, record in corpus_run.of_kind("damaged"))
+    assert set(outcomes) <= {"failed", "copied", "blurred"}
+    assert outcomes["failed"] >= 40          # the PNG ones: CRCs catch nearly every flip
+    for _, record in corpus_run.of_kind("damaged"):
+        assert record["reason"] if record["status"] == "failed" else record["output"]
+
+
+@pytest.mark.parametrize("folder, kind, words", [
+    ("empty/", "failed", "empty file"),
+    ("truncated/", "failed", "truncated"),
+    ("truncated/", "skipped", "not an image"),       # cut inside the magic bytes
+    ("bombs/png-100000", "failed", "image too large"),
+    ("bombs/png-zeros", "failed", "image too large: 20000x16000 pixels"),
+    ("bombs/jpeg-65500", "failed", "image too large"),
+    ("bombs/tiff-100000", "failed", "image too large"),
+    ("bombs/png-ztxt", "failed", "Decompressed data too large"),
+    ("unsupported/gif", "failed", "unsupported image format: gif"),
+    ("unsupported/animated", "failed", "multi-frame"),
+    ("unsupported/multipage", "failed", "multi-frame"),
+    ("not-images/", "skipped", "not an image"),
+    ("links/to-outside", "failed", "symbolic link, not followed"),
+    ("links/loop-a", "failed", "symbolic link, not followed"),
+    ("links/fifo", "failed", "not a regular file (FIFO)"),
+])
+def test_reasons_say_what_is_wrong(corpus_run, folder, kind, words):
+    reasons = {relative: record["reason"] for relative, record in corpus_run.by_path().items()
+               if relative.startswith(folder) and corpus_run.kinds[relative] == kind}
+    assert reasons
+    assert not {relative: reason for relative, reason in reasons.items() if words not in reason}
+
+
+def test_output_holds_exactly_the_processed_files(corpus_run):
+    """Nothing failed, skipped, temporary, or from outside INPUT reaches OUTPUT."""
+    written = set()
+    for folder, subfolders, names in os.walk(corpus_run.output):
+        subfolders[:] = [name for name in subfolders if name != ".pii-blur"]
+        written.update(os.path.relpath(os.path.join(folder, name), corpus_run.output) for name in names)
+    processed = {relative for relative, record in corpus_run.by_path().items() if record["status"] in PROCESSED}
+    assert written == processed | {REPORT_NAME}
+    assert not any(os.path.islink(os.path.join(corpus_run.output, relative)) for relative in written)
+
+
+def test_good_files_end_as_expected(corpus_run):
+    wrong = {relative: (corpus_run.kinds[relative], record["status"], record["reason"])
+             for relative, record in corpus_run.of_kind("copied", "blurred")
+             if record["status"] != corpus_run.kinds[relative]}
+    assert not wrong
+
+
+def test_copies_are_byte_identical(corpus_run):
+    for relative, record in corpus_run.of_kind("copied", "damaged"):
+        if record["status"] == "copied":
+            with open(os.path.join(corpus_run.input, relative), "rb") as source, \
+                    open(os.path.join(corpus_run.output, relative), "rb") as copy:
+                assert source.read() == copy.read(), relative
+
+
+def test_every_face_is_blurred_where_it_is_stored(corpus_run):
+    """CMYK, YCCK, 16-bit, grey, alpha, palette, WebP, TIFF, all 8 EXIF
+    orientations, absurd EXIF, odd names: the face's box in the stored pixels
+    loses its detail in the output."""
+    upright_box = tuple(v * FACE_SIDE / 512 for v in ASTRONAUT_FACE_BOX)
+    unblurred = {}
+    for relative, record in corpus_run.of_kind("blurred"):
+        with open(os.path.join(corpus_run.input, relative), "rb") as handle:
+            source = imageio.decode(handle.read())
+        with open(os.path.join(corpus_run.output, relative), "rb") as handle:
+            blurred = imageio.decode(handle.read())
+        turned = source.orientation > 4     # orientations 5-8 swap width and height
+        upright_w, upright_h = (source.height, source.width) if turned else (source.width, source.height)
+        box = box_upright_to_stored(upright_box, source.orientation, upright_w, upright_h)
+        ratio = high_frequency_energy(blurred.rgb8(), box) / high_frequency_energy(source.rgb8(), box)
+        if ratio >= BLURRED_ENERGY_RATIO:
+            unblurred[relative] = round(ratio, 3)
+    assert not unblurred
+
+
+def test_summary_counts_add_up_and_the_run_is_quick(corpus_run):
+    statuses = collections.Counter(record["status"] for record in corpus_run.records)
+    assert {k: corpus_run.summary[k] for k in statuses} == dict(statuses)
+    assert corpus_run.seconds < 240     # about 30 s on 2 shared cores; a hang would be far longer
+
+
+# --------------------------------------------------------------------------- arguments and listing
+
+
+@pytest.mark.parametrize("output", ["in/out", "in", "in/sub/../out"])
+def test_output_inside_input_is_refused_at_start(tmp_path, monkeypatch, capsys, output):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(["in", output])
+    assert exit_info.value.code == 2 and "inside" in capsys.readouterr().err
+
+
+def test_output_reached_through_a_link_into_input_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in" / "blurred").mkdir(parents=True)
+    os.symlink(tmp_path / "in" / "blurred", tmp_path / "elsewhere")
+    with pytest.raises(SystemExit):
+        cli.parse_args(["in", "elsewhere"])
+    assert "inside" in capsys.readouterr().err
+
+
+def test_one_glob_keeps_identical_names_in_different_folders_apart(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        (tmp_path / "in" / folder / "photo.jpg").write_bytes(b"x")
+    listed = storage.list_inputs(str(tmp_path / "in" / "*" / "photo.jpg"), str(tmp_path / "out"))
+    assert [i.relative_path for i in listed] == ["a/photo.jpg", "b/photo.jpg"]
+    assert len({i.output_url for i in listed}) == len({i.manifest_url for i in listed}) == 2
+
+
+def test_the_cli_takes_a_single_input(tmp_path, monkeypatch, capsys):
+    """Two globs cannot be given, so two inputs never share a relative path in one run."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(["in/a/*.jpg", "in/b/*.jpg", "out"])
+    assert exit_info.value.code == 2 and "MIN_PERCENTAGE_PROBABILITY" in capsys.readouterr().err
+
+
+def test_the_input_itself_may_be_a_link(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "photo.jpg").write_bytes(b"x")
+    os.symlink(tmp_path / "real", tmp_path / "folder-link")
+    os.symlink(tmp_path / "real" / "photo.jpg", tmp_path / "file-link.jpg")
+    [in_folder] = storage.list_inputs(str(tmp_path / "folder-link"), str(tmp_path / "out"))
+    [named] = storage.list_inputs(str(tmp_path / "file-link.jpg"), str(tmp_path / "out"))
+    assert storage.read_bytes(in_folder.url) == storage.read_bytes(named.url) == b"x"
+    assert named.relative_path == "file-link.jpg"
+
+
+def test_long_names_get_a_manifest_name_that_fits(tmp_path):
+    (tmp_path / "in").mkdir()
+    name = "é" * 125 + ".jpg"      # 254 bytes: the longest name most file systems allow
+    (tmp_path / "in" / name).write_bytes(b"x")
+    [listed] = storage.list_inputs(str(tmp_path / "in"), str(tmp_path / "out"))
+    storage.write_atomic(listed.output_url, b"y")
+    storage.write_atomic(listed.manifest_url, b"{}")
+    assert (tmp_path / "out" / name).read_bytes() == b"y"
+
+
+# --------------------------------------------------------------------------- memory cap
+
+
+def _peak_virtual_memory_bytes() -> str:
+    """Python for a child that runs the CLI, then reports its peak address space."""
+    return ("import atexit, runpy, sys\n"
+            "def report():\n"
+            "    for line in open('/proc/self/status'):\n"
+            "        if line.startswith('VmPeak:'):\n"
+            "            print('VMPEAK', int(line.split()[1]) * 1024, file=sys.stderr)\n"
+            "atexit.register(report)\n"
+            "sys.argv = ['pii-blur'] + sys.argv[1:]\n"
+            "runpy.run_module('pii_blur.cli', run_name='__main__')\n")
+
+
+def _run_cli(arguments: list[str], address_space: int | None = None) -> subprocess.CompletedProcess:
+    def cap():
+        import resource  # Unix only; runs in the child before exec
+
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+    # Fewer malloc arenas and threads: the address space then tracks memory in use.
+    env = dict(os.environ, MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-c", _peak_virtual_memory_bytes()] + arguments, env=env,
+                          preexec_fn=cap, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+def test_a_decompression_bomb_cannot_take_a_capped_worker_down(tmp_path, astronaut):
+    """The cap is the address space a normal run needs plus HEADROOM, and
+    decoding the bomb would need far more than HEADROOM: so if the bomb were
+    decoded, the worker would die (MemoryError or a crash) instead of
+    reporting it. It reports it, and blurs the photo next to it."""
+    headroom = 768 << 20
+    normal, both = tmp_path / "normal", tmp_path / "both"
+    for folder in (normal, both):
+        folder.mkdir()
+        (folder / "face.jpg").write_bytes(jpeg_bytes(astronaut))
+    width, height = 20_000, 16_000
+    (both / "bomb.png").write_bytes(png_zero_bomb(width, height))
+    assert width * height * 3 > headroom     # the RGB copy for the detector alone
+    assert width * height > imageio.MAX_PIXELS
+
+    baseline = _run_cli([str(normal), str(tmp_path / "out-normal"), "--workers", "1"])
+    assert baseline.returncode == 0, baseline.stderr[-2000:]
+    peak = int(baseline.stderr.split("VMPEAK")[-1].split()[0])
+
+    print(f"\nmemory cap: normal run's peak address space {peak >> 20} MiB, cap {(peak + headroom) >> 20} MiB")
+    capped = _run_cli([str(both), str(tmp_path / "out-both"), "--workers", "1"], address_space=peak + headroom)
+    assert capped.returncode == 1, capped.stderr[-3000:]          # 1: a file failed; not a crash
+    assert "2 files: 0 copied, 1 blurred, 0 skipped, 1 failed" in capped.stdout
+    with open(tmp_path / "out-both" / REPORT_NAME, encoding="utf-8") as handle:
+        records = {os.path.basename(r["path"]): r for r in map(json.loads, handle) if "path" in r}
+    assert records["bomb.png"]["status"] == "failed" and "too large" in records["bomb.png"]["reason"]
+    assert records["face.jpg"]["status"] == "blurred"
+    assert not (tmp_path / "out-both" / "bomb.png").exists()
