@@ -27,12 +27,23 @@ setup(
         "opencv-python-headless>=4.8",
         "pillow>=10.0",
         "pyexiftool>=0.5.6",
+        "PyYAML>=6.0",
     ],
     extras_require={
         "s3": ["s3fs"],
         "gcs": ["gcsfs"],
         "dataflow": ["apache-beam[gcp]==2.77.0", "gcsfs", "build"],
         "dask": ["apache-beam[dask]==2.77.0", "dask[distributed]"],
+        # Model backends (see README, "Models and backends"); the core install has no TF and no torch.
+        "tensorflow": ["tensorflow-cpu>=2.15; platform_system == 'Linux' and platform_machine == 'x86_64'",
+                       "tensorflow>=2.15; platform_system != 'Linux' or platform_machine != 'x86_64'"],
+        "imageai": ["imageai>=3.0.3,<4", "torch>=2.0", "torchvision>=0.15"],
+        # onnxruntime-gpu provides the same `onnxruntime` module; uninstall onnxruntime first (see README).
+        "gpu": ["onnxruntime-gpu>=1.17"],
+        # Every backend; not gpu, whose onnxruntime-gpu must replace onnxruntime rather than join it.
+        "all": ["tensorflow-cpu>=2.15; platform_system == 'Linux' and platform_machine == 'x86_64'",
+                "tensorflow>=2.15; platform_system != 'Linux' or platform_machine != 'x86_64'",
+                "imageai>=3.0.3,<4", "torch>=2.0", "torchvision>=0.15"],
         "test": ["pytest", "scikit-image", "moto[server]", "s3fs", "boto3", "apache-beam[gcp]==2.77.0", "build",
                  "dask[distributed]", "selenium"],
     },

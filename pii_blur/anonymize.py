@@ -73,22 +73,46 @@ def detect(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: s
     return found
 
 
+# Detection resolution on panoramas, in pixels per degree at each view's
+# centre (a 5760-pixel-wide panorama has 16). Measured on 6 synthetic
+# 5760x2880 panoramas (benchmarks/compare_deface.py data), face blur-recall
+# for scale 1.0 / 0.6 / 0.5 of 16 px/deg: 0.902 / 0.847 / 0.808, at 8.0 /
+# 3.7 / 2.9 s per panorama: 0.6 keeps most of the recall for half the time.
+PANO_PX_PER_DEG = {"face": 9.6, "plate": 8.0}
+# The polar rings see people close to the camera, who are large: they are
+# searched at RING_RESOLUTION times the band's resolution.
+RING_RESOLUTION = 0.75
+# Plates are searched only in the equatorial band (|pitch| <= 50 degrees):
+# nothing in the sky carries one, and from a camera 1.5-3 m up a plate is
+# below -50 degrees only within about 1.5 m of it. This halves plate time.
+BAND_ONLY_LABELS = {"plate"}
+DEFAULT_PANO_PX_PER_DEG = 8.0
+
+
+def _view_scale(detector: Detector, pano_width: int) -> float:
+    px_per_deg = max(PANO_PX_PER_DEG.get(label, DEFAULT_PANO_PX_PER_DEG) for label in detector.labels)
+    return min(1.0, px_per_deg * 360.0 / pano_width)
+
+
 def _detect_on_sphere(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: set[str]) -> Found:
-    thresholds = {label: d.threshold for d in detectors for label in d.labels}
+    pixels = image.rgb8()
+    height, width = pixels.shape[:2]
+    on_sphere = []
+    for detector in detectors:
+        def detect_views(views, detector=detector):
+            return [[d for d in found if d.label in labels] for found in detector.detect(views, rescale=False)]
 
-    def detect_views(views):
-        per_view = [[] for _ in views]
-        for detector in detectors:
-            for found_in_view, detections in zip(per_view, detector.detect(views)):
-                found_in_view.extend(d for d in detections if d.label in labels)
-        return per_view
-
-    on_sphere = sphere.detect_on_sphere(image.rgb8(), detect_views)
+        scale = _view_scale(detector, width)
+        views = sphere.plan_views(width, height, scale=scale, ring_scale=RING_RESOLUTION * scale)
+        if set(detector.labels) <= BAND_ONLY_LABELS:
+            views = views[:1]
+        found_here = sphere.detect_on_sphere(pixels, detect_views, views)
+        on_sphere += [(detection, detector.threshold) for detection in found_here]
     found = Found([], [], "equirectangular", [])
-    for detection in on_sphere:
+    for detection, threshold in sorted(on_sphere, key=lambda pair: -pair[0].score):
         report_form = Detection(detection.label, detection.score, detection.boxes[0], boxes=detection.boxes,
                                 yaw_deg=detection.yaw_deg, pitch_deg=detection.pitch_deg)
-        if detection.score >= thresholds[detection.label]:
+        if detection.score >= threshold:
             found.to_blur.append(report_form)
             found.on_sphere.append(detection)
         else:

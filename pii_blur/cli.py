@@ -20,8 +20,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pii_blur import pipeline as pii_pipeline
 from pii_blur import review, storage
 from pii_blur.anonymize import PROJECTIONS
-from pii_blur.config import DEFAULT_CLASSES, REPORT_NAME, BlurConfig
+from pii_blur.config import DEFAULT_BACKENDS, DEFAULT_CLASSES, REPORT_NAME, BlurConfig, prepare_models
 from pii_blur.imageio import MAX_PIXELS
+from pii_blur.models.base import DEVICES
+from pii_blur.models.model_config import ModelConfigError, load_model_config
 from pii_blur.pipeline import runners
 from pii_blur.storage import list_inputs
 from pii_blur.transforms.report import read_summary
@@ -51,7 +53,17 @@ def make_parser() -> argparse.ArgumentParser:
                         default=40, help="detection confidence, 1-100 (default: 40, recommended); "
                                          "lower blurs more")
     parser.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
-                        help=f"comma-separated classes to blur (default: {','.join(DEFAULT_CLASSES)})")
+                        help=f"comma-separated classes to blur (default: {','.join(DEFAULT_CLASSES)}); other "
+                             "classes, e.g. person,car,truck to blur whole people and vehicles, need a model "
+                             "from --models")
+    parser.add_argument("--models", default=None, metavar="CONFIG",
+                        help="YAML or JSON file (path or fsspec URL) choosing the model for each class: backend "
+                             "(onnx-yolo, tensorflow, imageai or a built-in), model file path or URL, optional "
+                             "sha256 and class labels; see the README's 'Models and backends' (default: none, "
+                             + ", ".join(f"{label} by {name}" for label, name in DEFAULT_BACKENDS.items()) + ")")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where models run: cuda needs onnxruntime-gpu (pii-blur[gpu]), and a GPU build of "
+                             "TensorFlow or torch for those backends; checked at start-up (default: cpu)")
     parser.add_argument("--report", default=None,
                         help=f"report path or URL (default: OUTPUT/{REPORT_NAME})")
     parser.add_argument("--projection", choices=PROJECTIONS, default="auto",
@@ -90,13 +102,28 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
     if known.workers < 1:
         parser.error("--workers must be at least 1")
     classes = tuple(c.strip() for c in known.classes.split(",") if c.strip())
+    models = ()
+    if known.models:
+        try:
+            models = load_model_config(known.models)
+        except ModelConfigError as error:
+            parser.error(f"--models: {error}")
     config = BlurConfig(classes=classes, min_probability=known.min_probability / 100,
                         threads=max(1, (os.cpu_count() or 1) // known.workers), force=known.force,
-                        projection=known.projection, max_pixels=known.max_pixels)
+                        projection=known.projection, max_pixels=known.max_pixels, device=known.device,
+                        models=models)
     try:
         config.backends()
     except ValueError as error:
         parser.error(str(error))
+    unused = sorted({c for spec in models for c in spec.classes} - set(classes))
+    if unused:
+        LOG.warning("--models configures %s, which --classes does not ask for (--classes %s)", unused,
+                    ",".join(classes))
+    try:
+        config = prepare_models(config)
+    except (ValueError, ImportError, OSError, RuntimeError) as error:
+        parser.error(f"cannot use the models: {error}")
     if storage.is_same_or_inside(known.output, _input_root(known.input)):
         parser.error("OUTPUT must not be INPUT or inside it")
     if storage.is_local_file(known.output):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+from typing import Optional
 
 from pii_blur.imageio import MAX_PIXELS
 from pii_blur.manifest import settings_fingerprint
-from pii_blur.models.base import DetectorConfig
+from pii_blur.models.base import DetectorConfig, available_detectors, create_detector, needs_model_file
+from pii_blur.models.model_config import ModelSpec, pin_model_files
 
 # Which registered detector finds each class by default.
 DEFAULT_BACKENDS = {"face": "onnx-centerface", "plate": "onnx-ppocr-plate"}
@@ -26,6 +30,10 @@ class BlurConfig:
     projection: auto | equirectangular | perspective (see anonymize.projection_of).
     max_pixels: larger images fail, checked from the header before decoding.
     max_file_bytes: larger files fail before they are read.
+    device: cpu | cuda, for every detector.
+    models: the --models config, one spec per model with the classes it finds
+        (model_config.load_model_config; pinned to its files' sha256 at start-up).
+        A class without one uses DEFAULT_BACKENDS.
     """
 
     classes: tuple[str, ...] = DEFAULT_CLASSES
@@ -35,10 +43,37 @@ class BlurConfig:
     projection: str = "auto"
     max_pixels: int = MAX_PIXELS
     max_file_bytes: int = MAX_FILE_BYTES
+    device: str = "cpu"
+    models: tuple[ModelSpec, ...] = ()
 
     def fingerprint(self) -> str:
-        """Identifies the settings that change outputs (see manifest.py)."""
-        return settings_fingerprint(self.classes, self.min_probability, self.projection)
+        """Identifies the settings that change outputs (see manifest.py).
+
+        The models used (backend, content hash, settings) count too; without
+        --models the value is what it was before models were configurable.
+        """
+        base = settings_fingerprint(self.classes, self.min_probability, self.projection)
+        used = self.used_models()
+        if not used:
+            return base
+        text = json.dumps([base, sorted((s.to_json() for s in used), key=json.dumps)], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def used_models(self) -> tuple[ModelSpec, ...]:
+        """The configured models that find at least one of `classes`, each limited to those classes."""
+        used = []
+        for spec in self.models:
+            mine = tuple(c for c in spec.classes if c in self.classes)
+            if mine:
+                used.append(dataclasses.replace(spec, classes=mine))
+        return tuple(used)
+
+    def backend_of(self, label: str) -> Optional[str]:
+        """The registered detector name that finds `label`, or None."""
+        for spec in self.models:
+            if label in spec.classes:
+                return spec.backend
+        return DEFAULT_BACKENDS.get(label)
 
     def backends(self) -> list[str]:
         """Registered detector names needed for `classes`, without repeats.
@@ -46,10 +81,36 @@ class BlurConfig:
         Raises:
             ValueError: a class has no backend.
         """
-        unknown = [c for c in self.classes if c not in DEFAULT_BACKENDS]
+        unknown = [c for c in self.classes if self.backend_of(c) is None]
         if unknown:
-            raise ValueError(f"no detector for class(es) {unknown}; supported: {sorted(DEFAULT_BACKENDS)}")
-        return list(dict.fromkeys(DEFAULT_BACKENDS[c] for c in self.classes))
+            configured = sorted(c for spec in self.models for c in spec.classes)
+            raise ValueError(f"no detector for class(es) {unknown}; built-in: {sorted(DEFAULT_BACKENDS)}"
+                             + (f", configured in --models: {configured}" if configured else
+                                "; others (e.g. person,car,truck) need a model in a --models config"))
+        return list(dict.fromkeys(self.backend_of(c) for c in self.classes))
 
     def detector_config(self) -> DetectorConfig:
-        return DetectorConfig(min_probability=self.min_probability, threads=self.threads)
+        """Settings for every detector of the run; create_detector picks each backend's models."""
+        return DetectorConfig(min_probability=self.min_probability, threads=self.threads, device=self.device,
+                              models=self.used_models())
+
+
+def prepare_models(config: BlurConfig) -> BlurConfig:
+    """Start-up checks, so that no model problem surfaces mid-run.
+
+    Fetches every used model file (or finds it in the cache), verifies and
+    pins its sha256, and loads each model-file backend once; with
+    device="cuda" every detector is loaded, so a missing GPU is reported now.
+
+    Raises:
+        ValueError (ModelFileError and friends), ImportError (a backend's extra
+        is not installed), DeviceError: the message says what to fix.
+    """
+    pinned = dataclasses.replace(config, models=pin_model_files(config.used_models()))
+    detector_config = pinned.detector_config()
+    for name in pinned.backends():
+        if name not in available_detectors():
+            raise ValueError(f"unknown detector {name!r}; choose from {available_detectors()}")
+        if needs_model_file(name) or config.device != "cpu":
+            create_detector(name, detector_config)
+    return pinned

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import boto3
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 
 from conftest import ASTRONAUT_FACE_BOX, add_metadata, high_frequency_energy, jpeg_bytes
 
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 
 def free_port() -> int:
@@ -25,11 +26,27 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
+    """moto's S3 server on 127.0.0.1, in its own process.
+
+    (In-process, as a ThreadedMotoServer, it stalled after the Dask tests had
+    run in the same pytest process.)
+    """
     port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        server.kill()
+        pytest.fail("moto server did not start")
     yield f"http://127.0.0.1:{port}"
-    server.stop()
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture

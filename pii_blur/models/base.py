@@ -8,12 +8,19 @@ MIN_PERCENTAGE_PROBABILITY through each detector's own `threshold_for`.
 from __future__ import annotations
 
 import abc
+import contextlib
+import contextvars
 import dataclasses
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
 from pii_blur.types import Detection
+
+if TYPE_CHECKING:
+    from pii_blur.models.model_config import ModelSpec
+
+DEVICES = ("cpu", "cuda")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,11 +28,22 @@ class DetectorConfig:
     """Settings shared by all detectors.
 
     min_probability: MIN_PERCENTAGE_PROBABILITY / 100, in (0, 1].
-    threads: ONNX Runtime intra-op threads per model (0 lets it choose).
+    threads: ONNX Runtime (and TF, torch) intra-op threads per model (0 lets it choose).
+    device: "cpu" or "cuda" (see onnx_providers).
+    models: the run's model files, one spec per model with the classes it is
+        used for (from --models); create_detector picks those of its backend.
+    model: the one model a backend instance loads (set by create_detector).
     """
 
     min_probability: float = 0.4
     threads: int = 0
+    device: str = "cpu"
+    models: tuple["ModelSpec", ...] = ()
+    model: Optional["ModelSpec"] = None
+
+
+class DeviceError(RuntimeError):
+    """The requested device (e.g. CUDA) is not available; the message lists what is."""
 
 
 # Near misses: detections scoring at least this fraction of the blur
@@ -48,23 +66,61 @@ class Detector(abc.ABC):
         return NEAR_MISS_FRACTION * self.threshold
 
     @abc.abstractmethod
-    def detect(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
+    def detect(self, images_rgb: Sequence[np.ndarray], rescale: bool = True) -> list[list[Detection]]:
         """Detect objects.
 
         images_rgb: HxWx3 uint8 RGB arrays, upright. Returns one list per image,
         boxes in that image's pixels, every detection scoring >= self.floor.
+        rescale: the detector may enlarge small images (photos); False when the
+        caller chose the resolution (panorama views). Fixed-input networks
+        (letterboxing backends) resize either way.
         """
 
 
+class DetectorGroup(Detector):
+    """Several models of one backend (e.g. two YOLO files) seen as one detector.
+
+    All members must share one threshold: the sphere and report code key
+    thresholds by detector.
+    """
+
+    def __init__(self, members: Sequence[Detector]):
+        thresholds = {member.threshold for member in members}
+        if len(thresholds) != 1:
+            raise ValueError(f"detectors grouped under one backend need one threshold, got {sorted(thresholds)}")
+        self.members = list(members)
+        self.threshold = thresholds.pop()
+        self.labels = tuple(dict.fromkeys(label for member in members for label in member.labels))
+
+    def detect(self, images_rgb: Sequence[np.ndarray], rescale: bool = True) -> list[list[Detection]]:
+        found: list[list[Detection]] = [[] for _ in images_rgb]
+        for member in self.members:
+            for per_image, detections in zip(found, member.detect(images_rgb, rescale)):
+                per_image.extend(detections)
+        return found
+
+
 _REGISTRY: dict[str, Callable[[DetectorConfig], Detector]] = {}
+_NEEDS_MODEL_FILE: set[str] = set()
+_DEVICE: contextvars.ContextVar[str] = contextvars.ContextVar("pii_blur_device", default="cpu")
 
 
-def register(name: str):
-    """Class decorator: make a detector constructible by name."""
+def register(name: str, needs_model_file: bool = False):
+    """Class decorator: make a detector constructible by name.
+
+    needs_model_file: the backend loads a user's model (DetectorConfig.model,
+    from --models) rather than vendored weights.
+    """
     def wrap(factory):
         _REGISTRY[name] = factory
+        if needs_model_file:
+            _NEEDS_MODEL_FILE.add(name)
         return factory
     return wrap
+
+
+def needs_model_file(name: str) -> bool:
+    return name in _NEEDS_MODEL_FILE
 
 
 def available_detectors() -> list[str]:
@@ -74,25 +130,84 @@ def available_detectors() -> list[str]:
 def create_detector(name: str, config: DetectorConfig) -> Detector:
     """Build a registered detector.
 
+    A backend that loads model files gets one instance per model of
+    `config.models` with this backend (grouped when several); `config.model`
+    set directly is used as is.
+
     Raises:
-        ValueError: unknown name; the message lists the valid ones.
+        ValueError: unknown name (the message lists the valid ones), or a
+            model-file backend with no model.
+        DeviceError: config.device is not available.
     """
     try:
         factory = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; choose from {available_detectors()}") from None
-    return factory(config)
+    if config.device not in DEVICES:
+        raise ValueError(f"unknown device {config.device!r}; choose from {list(DEVICES)}")
+    with _building_on(config.device):
+        if name not in _NEEDS_MODEL_FILE or config.model is not None:
+            return factory(config)
+        specs = [spec for spec in config.models if spec.backend == name]
+        if not specs:
+            raise ValueError(f"detector {name!r} needs a model file: name one in the --models config")
+        members = [factory(dataclasses.replace(config, model=spec, models=())) for spec in specs]
+    return members[0] if len(members) == 1 else DetectorGroup(members)
 
 
-def onnx_session(model: bytes | str, threads: int):
-    """An ONNX Runtime CPU session with a fixed thread count."""
+@contextlib.contextmanager
+def _building_on(device: str):
+    token = _DEVICE.set(device)
+    try:
+        yield
+    finally:
+        _DEVICE.reset(token)
+
+
+def onnx_providers(device: str) -> list[str]:
+    """ONNX Runtime execution providers for `device`, best first.
+
+    Raises:
+        DeviceError: "cuda" without onnxruntime-gpu's CUDAExecutionProvider;
+            the message lists the providers this onnxruntime has.
+    """
     import onnxruntime
 
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device != "cuda":
+        raise ValueError(f"unknown device {device!r}; choose from {list(DEVICES)}")
+    available = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise DeviceError(f"--device cuda needs onnxruntime's CUDAExecutionProvider (pip install "
+                          f"'pii-blur[gpu]', which installs onnxruntime-gpu instead of onnxruntime); "
+                          f"this onnxruntime {onnxruntime.__version__} has {available}")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def onnx_session(model: bytes | str, threads: int, device: Optional[str] = None):
+    """An ONNX Runtime session with a fixed thread count.
+
+    device: "cpu" or "cuda"; None means the device of the DetectorConfig that
+    create_detector is building (so every backend follows --device).
+
+    Raises:
+        DeviceError: CUDA asked for but not available, or the session could
+            not use it (no GPU or driver: ONNX Runtime would silently fall back).
+    """
+    import onnxruntime
+
+    device = device or _DEVICE.get()
+    providers = onnx_providers(device)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(model, options, providers=providers)
+    if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        raise DeviceError(f"--device cuda: ONNX Runtime could not start its CUDA provider (no GPU or CUDA/cuDNN "
+                          f"libraries?); the session got {session.get_providers()}")
+    return session
 
 
 def round_up(value: float, multiple: int) -> int:

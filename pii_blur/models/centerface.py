@@ -62,12 +62,14 @@ class CenterFace(Detector):
         self.session = onnx_session(dynamic_centerface_model(), config.threads)
         self.input_name = self.session.get_inputs()[0].name
 
-    def detect(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
-        return [self._detect_one(image) for image in images_rgb]
+    def detect(self, images_rgb: Sequence[np.ndarray], rescale: bool = True) -> list[list[Detection]]:
+        """rescale: upscale small images (see UPSCALE_TARGET_LONG_SIDE); False
+        runs at the given resolution, for callers that choose it (panorama views)."""
+        return [self._detect_one(image, rescale) for image in images_rgb]
 
-    def _detect_one(self, image_rgb: np.ndarray) -> list[Detection]:
+    def _detect_one(self, image_rgb: np.ndarray, rescale: bool) -> list[Detection]:
         height, width = image_rgb.shape[:2]
-        scale = min(MAX_UPSCALE, max(1.0, UPSCALE_TARGET_LONG_SIDE / max(height, width)))
+        scale = min(MAX_UPSCALE, max(1.0, UPSCALE_TARGET_LONG_SIDE / max(height, width))) if rescale else 1.0
         net_w, net_h = round_up(width * scale, 32), round_up(height * scale, 32)
         resized = cv2.resize(image_rgb, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
         blob = resized.transpose(2, 0, 1)[None].astype(np.float32)

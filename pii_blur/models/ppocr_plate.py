@@ -61,12 +61,14 @@ class PlateDetector(Detector):
         self.input_name = self.session.get_inputs()[0].name
         self.reader = TextReader(config.threads)
 
-    def detect(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
-        return [self._detect_one(image) for image in images_rgb]
+    def detect(self, images_rgb: Sequence[np.ndarray], rescale: bool = True) -> list[list[Detection]]:
+        """rescale: upscale images whose short side is under MIN_SHORT_SIDE; False
+        runs at the given resolution, for callers that choose it (panorama views)."""
+        return [self._detect_one(image, rescale) for image in images_rgb]
 
-    def _detect_one(self, image_rgb: np.ndarray) -> list[Detection]:
+    def _detect_one(self, image_rgb: np.ndarray, rescale: bool) -> list[Detection]:
         height, width = image_rgb.shape[:2]
-        scale = max(1.0, MIN_SHORT_SIDE / min(height, width))
+        scale = max(1.0, MIN_SHORT_SIDE / min(height, width)) if rescale else 1.0
         scale = min(scale, MAX_LONG_SIDE / max(height, width))
         net_w, net_h = round_up(width * scale, 32), round_up(height * scale, 32)
         resized = cv2.resize(image_rgb[:, :, ::-1], (net_w, net_h), interpolation=cv2.INTER_LINEAR)
