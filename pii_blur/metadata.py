@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from unittest import mock
 
 import exiftool
 
@@ -42,11 +43,19 @@ class MetadataWriter:
         self._start()
 
     def _start(self, attempts: int = 3) -> None:
-        """Start exiftool, retrying: a start racing a fork in a gRPC-threaded
-        Beam worker occasionally sees the child exit at once."""
+        """Start exiftool, retrying if the child exits at once.
+
+        pyexiftool's Linux start runs a preexec_fn that dlopens libc in the
+        forked child. In a Beam worker, full of gRPC threads, that can
+        deadlock the child before exec (hanging the whole run) or kill it.
+        Without it, Python starts the child with vfork+exec and runs no Python
+        code in between. The death signal it set is not needed: exiftool
+        -stay_open exits when its stdin closes, which happens when we die.
+        """
         for attempt in range(attempts):
             try:
-                self._tool.run()
+                with mock.patch.object(exiftool.exiftool, "_set_pdeathsig", lambda sig: None):
+                    self._tool.run()
                 return
             except RuntimeError as error:
                 if attempt == attempts - 1:
