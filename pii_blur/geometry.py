@@ -1,4 +1,4 @@
-"""Plane geometry: EXIF orientation, box padding and non-maximum suppression.
+"""Plane geometry: EXIF orientation and non-maximum suppression.
 
 Boxes are float arrays [x1, y1, x2, y2] in pixels, x to the right, y down,
 with continuous edges (a box covering pixel column 0 only is [0, ., 1, .]).
@@ -58,18 +58,6 @@ def box_upright_to_stored(box: Box, orientation: int, upright_width: int, uprigh
     else:
         xs, ys = (u1, u2), (v1, v2)
     return (min(xs), min(ys), max(xs), max(ys))
-
-
-def scale_box(box: Box, factor_x: float, factor_y: float) -> Box:
-    """Grow (factor > 1) or shrink a box about its centre."""
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    half_w, half_h = (box[2] - box[0]) * factor_x / 2, (box[3] - box[1]) * factor_y / 2
-    return (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
-
-
-def clip_box(box: Box, width: int, height: int) -> Box:
-    return (min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
-            min(max(box[2], 0.0), width), min(max(box[3], 0.0), height))
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
