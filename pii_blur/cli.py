@@ -124,7 +124,7 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
         config = prepare_models(config)
     except (ValueError, ImportError, OSError, RuntimeError) as error:
         parser.error(f"cannot use the models: {error}")
-    if storage.is_same_or_inside(known.output, _input_root(known.input)):
+    if storage.is_same_or_inside(known.output, storage.glob_prefix(known.input) or "."):
         parser.error("OUTPUT must not be INPUT or inside it")
     if storage.is_local_file(known.output):
         parser.error(f"OUTPUT {known.output} is an existing file; it must be a folder (quote globs in INPUT)")
@@ -133,15 +133,6 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
                                 config=config, started_at=time.time(), workers=known.workers,
                                 review=known.review)
     return args, runners.plan(pipeline_args, known.workers, known.dask_address)
-
-
-def _input_root(input_spec: str) -> str:
-    """The folder an input spec stands for: the folder itself, a glob's fixed prefix."""
-    parts = input_spec.split("/")
-    for index, part in enumerate(parts):
-        if any(char in part for char in storage.GLOB_CHARS):
-            return "/".join(parts[:index]) or "."
-    return input_spec
 
 
 def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:

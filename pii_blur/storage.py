@@ -26,6 +26,16 @@ def _is_glob(path: str) -> bool:
 NAME_MAX = 255
 
 
+def glob_prefix(path: str) -> str:
+    """The fixed folder part of a glob (the components before the first with
+    a wildcard); `path` itself if it has no wildcard. May be ""."""
+    parts = path.split("/")
+    for index, part in enumerate(parts):
+        if _is_glob(part):
+            return "/".join(parts[:index])
+    return path
+
+
 def list_inputs(input_spec: str, output_root: str) -> list[InputFile]:
     """Every file under `input_spec`, with the output URL that mirrors its relative path.
 
@@ -45,8 +55,7 @@ def list_inputs(input_spec: str, output_root: str) -> list[InputFile]:
     fs, path = fsspec.core.url_to_fs(input_spec)
     path = path.rstrip("/") or "/"
     if _is_glob(path):
-        parts = path.split("/")
-        base = "/".join(parts[:next(i for i, part in enumerate(parts) if _is_glob(part))])
+        base = glob_prefix(path)
         found = {p: info for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"}
     elif fs.isdir(path):
         base = path
