@@ -28,6 +28,7 @@ setup(
         "pillow>=10.0",
         "pyexiftool>=0.5.6",
         "PyYAML>=6.0",
+        "tqdm>=4.60",
     ],
     extras_require={
         "s3": ["s3fs"],

@@ -7,7 +7,9 @@ the CLI's checks can be tested without starting a pipeline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -18,7 +20,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pii_blur import pipeline as pii_pipeline
-from pii_blur import review, storage
+from pii_blur import progress, review, storage
 from pii_blur.anonymize import PROJECTIONS
 from pii_blur.config import DEFAULT_BACKENDS, DEFAULT_CLASSES, REPORT_NAME, BlurConfig, prepare_models
 from pii_blur.imageio import MAX_PIXELS
@@ -82,6 +84,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=cores,
                         help=f"local worker processes, and Dask LocalCluster workers (default: number of "
                              f"cores, here {cores})")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="model threads per worker process (default: 1, so that --workers processes "
+                             "keep that many cores busy without oversubscribing them; raise it when there "
+                             "are fewer workers than cores, e.g. one worker per GPU)")
     parser.add_argument("--dask-address", default=None,
                         help="with --runner dask: scheduler address, e.g. tcp://HOST:8786 (default: start a "
                              "LocalCluster of --workers processes on 127.0.0.1 for the run)")
@@ -101,6 +107,8 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
         parser.error("MIN_PERCENTAGE_PROBABILITY must be between 1 and 100")
     if known.workers < 1:
         parser.error("--workers must be at least 1")
+    if known.threads < 1:
+        parser.error("--threads must be at least 1")
     classes = tuple(c.strip() for c in known.classes.split(",") if c.strip())
     models = ()
     if known.models:
@@ -109,7 +117,7 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
         except ModelConfigError as error:
             parser.error(f"--models: {error}")
     config = BlurConfig(classes=classes, min_probability=known.min_probability / 100,
-                        threads=max(1, (os.cpu_count() or 1) // known.workers), force=known.force,
+                        threads=known.threads, force=known.force,
                         projection=known.projection, max_pixels=known.max_pixels, device=known.device,
                         models=models)
     try:
@@ -136,19 +144,32 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
 
 
 def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
-    """Run the job to completion; returns the report's summary line."""
+    """Run the job to completion; returns the report's summary line.
+
+    Local runs show their progress (pii_blur.progress) on stderr.
+    """
     removed = storage.remove_stale_temps(args.output)
     if removed:
         LOG.warning("removed %d temporary files left by an interrupted run", removed)
-    if not runner.is_dask:
-        _run_beam(args, runner.beam_args)
-    else:
-        workers = args.workers
-        with runners.dask_cluster(runner.dask_address, workers) as address:
-            listed = tuple(list_inputs(args.input, args.output))
-            args = dataclasses.replace(args, inputs=listed)
-            _run_beam(args, runners.dask_args(runner.beam_args, address, workers, len(listed)))
+    monitor = contextlib.nullcontext()
+    if runner.is_local:
+        progress_dir = progress.make_progress_dir()
+        args = dataclasses.replace(args, config=dataclasses.replace(args.config, progress_dir=progress_dir))
+        monitor = progress.ProgressMonitor(progress_dir, functools.partial(_count_inputs, args.input, args.output))
+    with monitor:
+        if not runner.is_dask:
+            _run_beam(args, runner.beam_args)
+        else:
+            workers = args.workers
+            with runners.dask_cluster(runner.dask_address, workers) as address:
+                listed = tuple(list_inputs(args.input, args.output))
+                args = dataclasses.replace(args, inputs=listed)
+                _run_beam(args, runners.dask_args(runner.beam_args, address, workers, len(listed)))
     return read_summary(args.report)
+
+
+def _count_inputs(input_spec: str, output: str) -> int:
+    return len(list_inputs(input_spec, output))
 
 
 def _run_beam(args: pii_pipeline.RunArgs, beam_args: list[str]) -> None:
@@ -166,6 +187,7 @@ def _run_beam(args: pii_pipeline.RunArgs, beam_args: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pii_blur.progress").setLevel(logging.INFO)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["review"]:
         return review.main(argv[1:])

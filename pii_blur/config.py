@@ -34,6 +34,9 @@ class BlurConfig:
     models: the --models config, one spec per model with the classes it finds
         (model_config.load_model_config; pinned to its files' sha256 at start-up).
         A class without one uses DEFAULT_BACKENDS.
+    progress_dir: local folder where workers count finished inputs for the
+        launcher's progress display (pii_blur.progress), or None. Not an
+        output setting: it is not in the fingerprint.
     """
 
     classes: tuple[str, ...] = DEFAULT_CLASSES
@@ -45,6 +48,7 @@ class BlurConfig:
     max_file_bytes: int = MAX_FILE_BYTES
     device: str = "cpu"
     models: tuple[ModelSpec, ...] = ()
+    progress_dir: Optional[str] = None
 
     def fingerprint(self) -> str:
         """Identifies the settings that change outputs (see manifest.py).

@@ -33,6 +33,11 @@ class RunnerPlan:
     is_dask: bool = False
     dask_address: Optional[str] = None
 
+    @property
+    def is_local(self) -> bool:
+        """Workers run on this machine: the FnApiRunner, or Dask on a LocalCluster started for the run."""
+        return (self.is_dask and not self.dask_address) or f"--runner={LOCAL_RUNNER}" in self.beam_args
+
 
 def plan(pipeline_args: list[str], workers: int, dask_address: Optional[str] = None) -> RunnerPlan:
     runner_parser = argparse.ArgumentParser(add_help=False)

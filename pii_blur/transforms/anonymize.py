@@ -23,7 +23,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from pii_blur import anonymize, imageio, manifest, storage
+from pii_blur import anonymize, imageio, manifest, progress, storage
 from pii_blur.config import BlurConfig
 from pii_blur.metadata import MetadataWriter
 from pii_blur.models import create_detector
@@ -96,13 +96,18 @@ class _AnonymizeFn(beam.DoFn):
             self.metadata.close()
 
     def process(self, input_file: InputFile):
+        report = self._process(input_file)
+        if self.config.progress_dir:
+            progress.tick(self.config.progress_dir)
+        yield report
+
+    def _process(self, input_file: InputFile) -> FileReport:
         fingerprint = self.config.fingerprint()
         if not self.config.force:
             previous = manifest.load_current(input_file, fingerprint)
             if previous is not None:
                 Metrics.counter(NAMESPACE, "resumed").inc()
-                yield previous
-                return
+                return previous
         try:
             detected = self._detect(input_file)
             report = self._blur(detected) if detected.found.to_blur else self._copy(detected)
@@ -111,8 +116,7 @@ class _AnonymizeFn(beam.DoFn):
             Metrics.counter(NAMESPACE, report.status.value).inc()
             if report.status == Status.FAILED:
                 LOG.warning("failed: %s: %s", input_file.url, report.reason)
-            yield report
-            return
+            return report
         try:
             manifest.record_finished(input_file, report, fingerprint)
         except Exception as error:  # noqa: BLE001 - losing the record only costs the resume
@@ -120,7 +124,7 @@ class _AnonymizeFn(beam.DoFn):
         Metrics.counter(NAMESPACE, report.status.value).inc()
         for detection in report.detections:
             Metrics.counter(NAMESPACE, f"detections_{detection.label}").inc()
-        yield report
+        return report
 
     def _detect(self, input_file: InputFile) -> _Detected:
         timings = {}
