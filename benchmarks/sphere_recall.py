@@ -1,7 +1,7 @@
 """Blur-recall of 360° detection, by pitch band and across the seam, and seconds per panorama.
 
 Usage:
-    python benchmarks/sphere_recall.py PANO_DIR [--layouts band50+ring66x4,...] [--no-whole] [--limit N]
+    python benchmarks/sphere_recall.py PANO_DIR [--layouts LAYOUT[@BAND/RING],...] [--no-whole] [--limit N]
         [--threads 2]
 
 PANO_DIR is made by benchmarks/make_panoramas.py. For each view layout of
@@ -9,6 +9,9 @@ pii_blur.sphere.plan_views, and for the baseline of running the detectors
 once on the whole equirect image, it runs detection and blur_mask and
 prints blur-recall per band (|pitch| < 30°, 30-55°, > 55°, and objects
 across the seam) and seconds per panorama (detection + mask).
+
+A layout may carry resolutions in pixels per degree, band/rings:
+`band50x3+ring72x4+coarse60@8/5.76` (default: the panorama's own).
 
 Blur-recall: a ground-truth object counts as blurred when at least 80% of the
 pixels of its equirect box(es) have blur alpha >= 0.5. "footprint" recall
@@ -79,6 +82,15 @@ def size_px(obj: dict, pano_width: int) -> float:
     return min(x2 - x1, y2 - y1) * (pano_width / (2 * math.pi)) / view.focal_px
 
 
+def planned_views(method: str, width: int, height: int) -> list:
+    """Views for "LAYOUT" or "LAYOUT@BAND_PX_PER_DEG/RING_PX_PER_DEG"."""
+    layout, _, resolution = method.partition("@")
+    if not resolution:
+        return sphere.plan_views(width, height, layout)
+    band, ring = (float(value) * 360.0 / width for value in resolution.split("/"))
+    return sphere.plan_views(width, height, layout, scale=band, ring_scale=ring)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pano_dir")
@@ -88,6 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-whole", action="store_true", help="skip the whole-equirect baseline (default: run it)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N panoramas (default 0: all)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
+    parser.add_argument("--labels", default="face,plate", help="labels to detect and score (default face,plate)")
     parser.add_argument("--min-size", type=float, default=12.0,
                         help="also report recall for objects at least this many pano pixels across (default 12)")
     args = parser.parse_args(argv)
@@ -99,7 +112,7 @@ def main(argv=None) -> int:
     if args.limit:
         names = names[:args.limit]
     config = DetectorConfig(min_probability=0.4, threads=args.threads)
-    wanted = {obj["label"] for name in names for obj in labels["panoramas"][name]}
+    wanted = {obj["label"] for name in names for obj in labels["panoramas"][name]} & set(args.labels.split(","))
     detectors = [create_detector("onnx-centerface", config)]
     if "plate" in wanted:
         detectors.append(create_detector("onnx-ppocr-plate", config))
@@ -107,7 +120,7 @@ def main(argv=None) -> int:
     def detect_views(images):
         results = [[] for _ in images]
         for detector in detectors:
-            for result, found in zip(results, detector.detect(images)):
+            for result, found in zip(results, detector.detect(images, rescale=False)):  # as on panoramas
                 # Detectors also return near misses (down to half their threshold); blur only the rest.
                 result.extend(d for d in found if d.score >= detector.threshold)
         return results
@@ -127,11 +140,13 @@ def main(argv=None) -> int:
             if method == "whole":
                 views = [sphere.View(0.0, 0.0, 360.0, width, height, kind=sphere.EQUIRECT)]
             else:
-                views = sphere.plan_views(width, height, method)
+                views = planned_views(method, width, height)
             found = sphere.detect_on_sphere(rgb, detect_views, views)
             mask = sphere.blur_mask(height, width, found)
             seconds[method] += time.perf_counter() - start
             for obj in labels["panoramas"][name]:
+                if obj["label"] not in wanted:
+                    continue
                 by_box, by_footprint = gt_blurred(obj, mask)
                 keys = [f"{obj['label']} {band_of(obj['pitch_deg'])}"]
                 if obj["seam"]:

