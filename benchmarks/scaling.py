@@ -1,6 +1,6 @@
 """Throughput with 1 and 2 local workers, and on Dask, on the same real panoramas.
 
-    python benchmarks/scaling.py PANO_DIR [--count 20] [--runs local1,local2,dask2]
+    python benchmarks/scaling.py PANO_DIR [--count 20] [--runs local1,local2,local1x2,dask2]
 
 Fills a folder with --count panoramas (the JPEGs under PANO_DIR, cycled under
 new names), then runs the CLI once per configuration on it and prints wall
@@ -25,6 +25,7 @@ import time
 RUNS = {
     "local1": ["--workers", "1"],
     "local2": ["--workers", "2"],
+    "local1x2": ["--workers", "1", "--threads", "2"],   # one worker, two model threads
     "dask2": ["--workers", "2", "--runner", "dask"],
 }
 
@@ -67,6 +68,7 @@ def main() -> int:
         print(f"{name:7} {r['seconds']:7.1f} s  {60 * args.count / r['seconds']:6.2f} panos/min  "
               f"x{base / r['seconds']:.2f} vs 1 worker  peak RSS {r['peak_mib']:.0f} MiB  "
               f"files per worker {sorted(r['workers'].values())}  failed {r['summary']['failed']}", flush=True)
+    print(f"({args.count} panoramas; 'x' is throughput against local1 in this run; --threads defaults to 1)")
     shutil.rmtree(scratch, ignore_errors=True)
     return 0
 

@@ -450,6 +450,21 @@ def _remap(pixels: np.ndarray, map_a: np.ndarray, map_b: np.ndarray) -> np.ndarr
     return cv2.remap(pixels, map_a, map_b, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
 
 
+def _wrapped_columns(rows: np.ndarray, x0: int, count: int) -> np.ndarray:
+    """Columns x0 .. x0 + count - 1 of an equirect strip, wrapped across the seam (slices, no gather)."""
+    width = rows.shape[1]
+    start = x0 % width
+    if start + count <= width:
+        return rows[:, start:start + count]
+    pieces, taken = [], 0
+    while taken < count:
+        piece = rows[:, start:start + count - taken]
+        pieces.append(piece)
+        taken += piece.shape[1]
+        start = 0
+    return np.concatenate(pieces, axis=1)
+
+
 def render_view(equirect: np.ndarray, view: View) -> np.ndarray:
     """The view's pixels, sampled from an equirect panorama.
 
@@ -467,7 +482,7 @@ def render_view(equirect: np.ndarray, view: View) -> np.ndarray:
         x0 = int(round((view.yaw_deg / 360 + 0.5) * pano_width - columns / 2))
         y0 = int(round((0.5 - view.pitch_deg / 180) * pano_height - rows / 2))
         if 0 <= y0 and y0 + rows <= pano_height and per_px <= 1 + 1e-6:
-            crop = equirect[y0:y0 + rows][:, np.mod(np.arange(x0, x0 + columns), pano_width)]
+            crop = _wrapped_columns(equirect[y0:y0 + rows], x0, columns)
             if (columns, rows) == (view.width, view.height):
                 return np.ascontiguousarray(crop)
             return cv2.resize(crop, (view.width, view.height), interpolation=cv2.INTER_AREA)

@@ -20,6 +20,7 @@ import socket
 import time
 
 import apache_beam as beam
+import cv2
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
@@ -87,6 +88,9 @@ class _AnonymizeFn(beam.DoFn):
         self.metadata = None
 
     def setup(self):
+        # OpenCV's own thread pool would oversubscribe the cores that the
+        # --workers processes already keep busy.
+        cv2.setNumThreads(self.config.threads)
         self.detectors = self.shared_models.acquire(lambda: _load_detectors(self.config),
                                                     tag=self.config.fingerprint())
         self.metadata = MetadataWriter()
