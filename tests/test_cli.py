@@ -16,6 +16,10 @@ def test_defaults_and_local_runner(tmp_path):
     assert args.report == str(tmp_path / "out") + "/pii-blur-report.jsonl"
     assert beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"]
     assert "--direct_num_workers=2" in beam_args
+    assert args.config.threads == 1 and args.config.progress_dir is None   # the progress folder is made by run()
+    assert runner.is_local
+    args, _ = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", "1", "--threads", "2"])
+    assert args.config.threads == 2
 
 
 def test_direct_runner_is_made_offline_and_other_runners_pass_through(tmp_path):
@@ -24,9 +28,10 @@ def test_direct_runner_is_made_offline_and_other_runners_pass_through(tmp_path):
     assert runner.beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
     _, runner = cli.parse_args([str(tmp_path / "a"), "gs://bucket/out", "--runner=DataflowRunner", "--project=p"])
     assert runner.beam_args == ["--runner=DataflowRunner", "--project=p"] and not runner.is_dask
+    assert not runner.is_local
     _, runner = cli.parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--runner", "dask",
                                 "--dask-address", "tcp://127.0.0.1:8786"])
-    assert runner.is_dask and runner.dask_address == "tcp://127.0.0.1:8786"
+    assert runner.is_dask and runner.dask_address == "tcp://127.0.0.1:8786" and not runner.is_local
     assert runner.beam_args == ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner"]
 
 
@@ -36,6 +41,7 @@ def test_direct_runner_is_made_offline_and_other_runners_pass_through(tmp_path):
     (["in/*.jpg", "in/blurred"], "inside"),
     (["in", "out", "0"], "between 1 and 100"),
     (["in", "out", "101"], "between 1 and 100"),
+    (["in", "out", "--threads", "0"], "--threads must be at least 1"),
     (["in", "out", "--classes", "face,unicorn"], "unicorn"),
 ])
 def test_bad_arguments_exit_with_a_message(tmp_path, monkeypatch, capsys, argv, message):

@@ -47,3 +47,29 @@ def test_log_lines_when_not_a_terminal(monkeypatch, caplog):
 
 def _logged(caplog, text: str) -> bool:
     return any(text in record.getMessage() for record in caplog.records)
+
+
+def test_the_pipeline_ticks_once_per_input_whatever_its_fate(tmp_path):
+    from apache_beam import combiners
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+    import skimage.data
+
+    from conftest import jpeg_bytes
+    from pii_blur import pipeline
+    from pii_blur.config import BlurConfig
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "rocket.jpg").write_bytes(jpeg_bytes(skimage.data.rocket()))   # copied
+    (folder / "empty.jpg").write_bytes(b"")                                  # failed
+    (folder / "notes.jpg").write_bytes(b"not a picture")                     # skipped
+    ticks = tmp_path / "ticks"
+    ticks.mkdir()
+    args = pipeline.RunArgs(input=str(folder), output=str(tmp_path / "out"), report=str(tmp_path / "report.jsonl"),
+                            config=BlurConfig(threads=1, progress_dir=str(ticks)), started_at=0.0)
+    with TestPipeline(options=PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=in_memory"]),
+                      blocking=True) as p:
+        assert_that(pipeline.build(p, args) | combiners.Count.Globally(), equal_to([3]))
+    assert progress.finished_count(str(ticks)) == 3
