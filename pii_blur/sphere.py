@@ -655,13 +655,23 @@ def sphere_detection(label: str, footprints: Sequence[Footprint], pano_width: in
                            float(np.degrees(pitch)), boxes, tuple(footprints))
 
 
-def _overlap(a: Footprint, b: Footprint) -> tuple[float, float]:
-    """IoU and intersection-over-smaller of b's box projected into a's view, and a's box."""
-    u, v = _box_boundary(b.box_in_view, 8)
-    u, v, valid = direction_to_view_pixel(a.view, view_pixel_to_direction(b.view, u, v))
-    if not valid.all():
-        return 0.0, 0.0
-    bx1, by1, bx2, by2 = u.min(), v.min(), u.max(), v.max()
+def _boundary_directions(footprint: Footprint) -> np.ndarray:
+    """World directions (32 x 3) along the footprint's box."""
+    return view_pixel_to_direction(footprint.view, *_box_boundary(footprint.box_in_view, 8))
+
+
+def _overlap(a: Footprint, b: Footprint, b_boundary: np.ndarray) -> tuple[float, float]:
+    """IoU and intersection-over-smaller of b's box projected into a's view, and a's box.
+
+    b_boundary: _boundary_directions(b).
+    """
+    if a.view == b.view:
+        bx1, by1, bx2, by2 = b.box_in_view
+    else:
+        u, v, valid = direction_to_view_pixel(a.view, b_boundary)
+        if not valid.all():
+            return 0.0, 0.0
+        bx1, by1, bx2, by2 = u.min(), v.min(), u.max(), v.max()
     ax1, ay1, ax2, ay2 = a.box_in_view
     inter = max(min(ax2, bx2) - max(ax1, bx1), 0) * max(min(ay2, by2) - max(ay1, by1), 0)
     area_a = max(ax2 - ax1, 0) * max(ay2 - ay1, 0)
@@ -695,8 +705,13 @@ def merge_footprints(footprints: Sequence[Footprint]) -> list[list[Footprint]]:
     radii = np.array([_angular_radius_deg(f) for f in footprints])
     angles = np.degrees(np.arccos(np.clip(centres @ centres.T, -1.0, 1.0)))
     near = np.triu(angles <= radii[:, None] + radii[None, :] + 1e-6, k=1)
+    boundaries = {}
     for i, j in zip(*np.nonzero(near)):
-        iou, ios = max(_overlap(footprints[i], footprints[j]), _overlap(footprints[j], footprints[i]))
+        for k in (i, j):
+            if k not in boundaries:
+                boundaries[k] = _boundary_directions(footprints[k])
+        iou, ios = max(_overlap(footprints[i], footprints[j], boundaries[j]),
+                       _overlap(footprints[j], footprints[i], boundaries[i]))
         if iou >= MERGE_IOU or ios >= MERGE_IOS:
             parent[find(i)] = find(j)
     groups: dict[int, list[Footprint]] = {}
