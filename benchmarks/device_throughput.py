@@ -26,17 +26,9 @@ import sys
 import tempfile
 import time
 
+from scaling import fill  # this folder is on sys.path when the script runs
+
 STAGES = ("read", "decode", "detect", "blur_encode", "write")
-
-
-def fill(pano_dir: str, folder: str, count: int) -> None:
-    sources = sorted(os.path.join(root, name) for root, _, names in os.walk(pano_dir)
-                     for name in names if name.lower().endswith((".jpg", ".jpeg")))
-    if not sources:
-        raise SystemExit(f"no JPEG panoramas under {pano_dir}")
-    for index in range(count):
-        source = sources[index % len(sources)]
-        shutil.copy(source, os.path.join(folder, f"{index:04d}-{os.path.basename(source)}"))
 
 
 def main() -> int:

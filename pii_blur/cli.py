@@ -151,25 +151,27 @@ def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
     removed = storage.remove_stale_temps(args.output)
     if removed:
         LOG.warning("removed %d temporary files left by an interrupted run", removed)
+    if runner.is_dask:   # the DaskRunner needs the inputs listed at launch (runners.dask_args)
+        args = dataclasses.replace(args, inputs=tuple(list_inputs(args.input, args.output)))
     monitor = contextlib.nullcontext()
     if runner.is_local:
         progress_dir = progress.make_progress_dir()
         args = dataclasses.replace(args, config=dataclasses.replace(args.config, progress_dir=progress_dir))
-        monitor = progress.ProgressMonitor(progress_dir, functools.partial(_count_inputs, args.input, args.output))
+        monitor = progress.ProgressMonitor(progress_dir, functools.partial(_count_inputs, args))
     with monitor:
         if not runner.is_dask:
             _run_beam(args, runner.beam_args)
         else:
-            workers = args.workers
-            with runners.dask_cluster(runner.dask_address, workers) as address:
-                listed = tuple(list_inputs(args.input, args.output))
-                args = dataclasses.replace(args, inputs=listed)
-                _run_beam(args, runners.dask_args(runner.beam_args, address, workers, len(listed)))
+            with runners.dask_cluster(runner.dask_address, args.workers) as address:
+                _run_beam(args, runners.dask_args(runner.beam_args, address, args.workers, len(args.inputs)))
     return read_summary(args.report)
 
 
-def _count_inputs(input_spec: str, output: str) -> int:
-    return len(list_inputs(input_spec, output))
+def _count_inputs(args: pii_pipeline.RunArgs) -> int:
+    """Inputs of the run, for the progress display: those listed at launch, else a listing."""
+    if args.inputs is not None:
+        return len(args.inputs)
+    return len(list_inputs(args.input, args.output))
 
 
 def _run_beam(args: pii_pipeline.RunArgs, beam_args: list[str]) -> None:

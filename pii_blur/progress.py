@@ -116,4 +116,4 @@ class ProgressMonitor:
             elapsed = time.monotonic() - started
             of_total = f"/{self.total} ({100 * done / max(self.total, 1):.0f}%)" if self.total is not None else ""
             LOG.info("progress: %d%s files in %.0f s, %.2f files/s", done, of_total, elapsed,
-                        done / max(elapsed, 1e-9))
+                     done / max(elapsed, 1e-9))

@@ -387,8 +387,8 @@ def plan_views(pano_width: int, pano_height: int, layout: str = DEFAULT_LAYOUT, 
         views = band_tiles(pano_width, pano_height, plan.band_half_deg, plan.band_tiles, scale)
     if band_only:
         return views
+    count = plan.ring_views
     for sign in (1.0, -1.0):
-        count = plan.ring_views
         for index in range(count):
             yaw = -180.0 + (index + 0.5) * 360.0 / count if sign < 0 else -180.0 + index * 360.0 / count
             views.append(perspective_view(yaw, sign * plan.ring_pitch_deg, plan.ring_fov_deg, pano_width,
