@@ -63,3 +63,23 @@ def test_unknown_detector_lists_the_valid_ones():
     with pytest.raises(ValueError, match="onnx-centerface"):
         create_detector("nope", DetectorConfig())
     assert {"onnx-centerface", "onnx-ppocr-plate"} <= set(available_detectors())
+
+
+def test_centerface_weights_are_constants_and_outputs_unchanged(astronaut):
+    """The weights the vendored file lists as inputs are dropped (so ONNX
+    Runtime can fold batch norms); on the file's own 10x3x32x32 input the
+    outputs stay the same."""
+    import onnx
+    import onnxruntime
+
+    from pii_blur.models.centerface import dynamic_centerface_model
+    from pii_blur.models.weights import read_vendored
+
+    cleaned = onnx.load_from_string(dynamic_centerface_model())
+    assert [value.name for value in cleaned.graph.input] == ["input.1"]
+    tiles = np.stack([cv2.resize(astronaut, (32, 32)).transpose(2, 0, 1).astype(np.float32)] * 10)
+    tiles[5:] = tiles[5:, :, ::-1]   # vary the batch a little
+    original = onnxruntime.InferenceSession(read_vendored("centerface.onnx")).run(None, {"input.1": tiles})
+    dynamic = onnxruntime.InferenceSession(cleaned.SerializeToString()).run(None, {"input.1": tiles})
+    for before, after in zip(original, dynamic):
+        np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
