@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import gc
 import logging
 import os
 import sys
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["review"]:
         return review.main(argv[1:])
     args, runner = parse_args(argv)
+    gc.freeze()   # the launcher's imports stay alive to the end: spare them the collection at exit (0.7 s)
     summary = run(args, runner)
     print(f"pii-blur: {summary['files']} files: {summary['copied']} copied, {summary['blurred']} blurred, "
           f"{summary['skipped']} skipped, {summary['failed']} failed in {summary['total_seconds']:.1f} s; "

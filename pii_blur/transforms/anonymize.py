@@ -14,6 +14,7 @@ to every consumer) behave the same as the others.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import socket
@@ -94,6 +95,11 @@ class _AnonymizeFn(beam.DoFn):
         self.detectors = self.shared_models.acquire(lambda: _load_detectors(self.config),
                                                     tag=self.config.fingerprint())
         self.metadata = MetadataWriter()
+        # Beam, the models and their libraries leave millions of long-lived
+        # objects; frozen, they are skipped by every later collection and by
+        # the one at exit, which took 0.7 s per worker (workers stop one
+        # after another at the end of a local run).
+        gc.freeze()
 
     def teardown(self):
         if self.metadata is not None:
