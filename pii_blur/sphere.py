@@ -770,6 +770,11 @@ class _Patch:
 
     @property
     def index(self):
+        """Index of the block in an equirect array: slices (so a view, not a copy) unless the columns
+        wrap the seam. Columns are ascending, or ascending rotated across the seam."""
+        first, last = int(self.columns[0]), int(self.columns[-1])
+        if last - first == len(self.columns) - 1:
+            return slice(self.row0, self.row1), slice(first, last + 1)
         return np.ix_(np.arange(self.row0, self.row1), self.columns)
 
 
@@ -803,6 +808,24 @@ def _patch_directions(patch: _Patch, pano_width: int, pano_height: int) -> np.nd
     return directions
 
 
+def _patch_view_pixels(view: View, patch: _Patch, pano_width: int,
+                       pano_height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """direction_to_view_pixel of a patch's pixel centres: u, v, valid, each rows x columns.
+
+    An equirect view's u depends only on the column and v only on the row,
+    so they are computed on the two axes and broadcast.
+    """
+    if view.kind != EQUIRECT:
+        return direction_to_view_pixel(view, _patch_directions(patch, pano_width, pano_height))
+    yaw = ((patch.columns.astype(np.float64) + 0.5) / pano_width - 0.5) * 2 * np.pi
+    pitch = (0.5 - (np.arange(patch.row0, patch.row1, dtype=np.float64) + 0.5) / pano_height) * np.pi
+    dyaw = np.mod(yaw - math.radians(view.yaw_deg) + np.pi, 2 * np.pi) - np.pi
+    u = (view.width / 2 + dyaw * view.focal_px).astype(np.float32)
+    v = (view.height / 2 - (pitch - math.radians(view.pitch_deg)) * view.focal_px).astype(np.float32)
+    shape = (len(v), len(u))
+    return np.broadcast_to(u[None, :], shape), np.broadcast_to(v[:, None], shape), np.ones(shape, bool)
+
+
 def _footprint_alpha(footprint: Footprint, style: BlurStyle, pano_width: int,
                      pano_height: int) -> tuple[_Patch, np.ndarray]:
     """The feathered ellipse of one footprint, as alpha over a block of equirect pixels.
@@ -820,7 +843,7 @@ def _footprint_alpha(footprint: Footprint, style: BlurStyle, pano_width: int,
     north, south = _pole_inside(view, lambda pu, pv: ((pu - cx) / semi_x) ** 2 + ((pv - cy) / semi_y) ** 2 <= reach ** 2)
     extent = _equirect_extent(view, u, v, north, south, pano_width, pano_height)
     patch = _patch_for(extent, pano_width, pano_height)
-    pu, pv, valid = direction_to_view_pixel(view, _patch_directions(patch, pano_width, pano_height))
+    pu, pv, valid = _patch_view_pixels(view, patch, pano_width, pano_height)
     radius = np.sqrt(((pu - cx) / semi_x) ** 2 + ((pv - cy) / semi_y) ** 2)
     alpha = smoothstep(np.clip((reach - radius) / style.feather_fraction, 0.0, 1.0))
     return patch, np.where(valid, alpha, 0.0).astype(np.float32)
@@ -952,8 +975,8 @@ def blur_on_sphere(pixels: np.ndarray, detections: Sequence[SphereDetection]) ->
         if limit is not None:
             mixed = np.clip(np.rint(mixed), 0, limit)
         touched = alpha > 0
-        block = out[index]
-        block[touched] = mixed.astype(pixels.dtype)[touched]
+        block = out[index]   # a view, or a copy when the patch wraps the seam
+        np.copyto(block, mixed.astype(pixels.dtype), where=touched[..., None] if block.ndim == 3 else touched)
         out[index] = block
     return out
 
