@@ -432,3 +432,16 @@ def test_changed_block_mask_rounds_up_partial_blocks():
     blocks = pjpeg.changed_block_mask(alpha, (8, 8))
     assert blocks.shape == (3, 3)
     assert blocks.sum() == 1 and blocks[2, 2]
+
+
+@pytest.mark.parametrize("block", [(8, 8), (16, 16), (8, 16), (16, 8)])
+@pytest.mark.parametrize("shape", [(296, 581), (37, 53), (1, 1), (100, 17)])
+def test_changed_block_mask_marks_exactly_the_blocks_with_a_change(shape, block):
+    rng = np.random.default_rng(sum(shape) + block[1])
+    alpha = (rng.random(shape) < 0.002) * rng.random(shape).astype(np.float32)
+    blocks = pjpeg.changed_block_mask(alpha, block)
+    bh, bw = block
+    expected = np.array([[alpha[y:y + bh, x:x + bw].any() for x in range(0, shape[1], bw)]
+                         for y in range(0, shape[0], bh)])
+    assert np.array_equal(blocks, expected)
+    assert np.array_equal(pjpeg.changed_block_mask(alpha > 0, block), expected)
