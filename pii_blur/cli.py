@@ -154,6 +154,8 @@ def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
         LOG.warning("removed %d temporary files left by an interrupted run", removed)
     if runner.is_dask:   # the DaskRunner needs the inputs listed at launch (runners.dask_args)
         args = dataclasses.replace(args, inputs=tuple(list_inputs(args.input, args.output)))
+    elif runner.is_fnapi and args.workers > 1:   # to give each worker an equal share (MatchImages)
+        args = dataclasses.replace(args, inputs=tuple(list_inputs(args.input, args.output)), shares=args.workers)
     monitor = contextlib.nullcontext()
     if runner.is_local:
         progress_dir = progress.make_progress_dir()

@@ -3,6 +3,7 @@
 import json
 import os
 
+import apache_beam as beam
 import fsspec
 import numpy as np
 import pytest
@@ -15,7 +16,10 @@ from PIL import Image
 from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy, jpeg_bytes, render_car_with_plate
 from pii_blur import imageio, pipeline
 from pii_blur.config import BlurConfig
+from pii_blur.storage import list_inputs
+from pii_blur.transforms.match import balanced_groups
 from pii_blur.transforms.report import read_summary
+from pii_blur.types import InputFile
 
 LOCAL = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 
@@ -109,3 +113,34 @@ def test_memory_filesystem_round_trip(astronaut):
     assert read_summary(report)["blurred"] == 1 and read_summary(report)["copied"] == 1
     assert fs.cat("/pii-out/b/rocket.jpg") == fs.cat("/pii-in/b/rocket.jpg")
     assert fs.exists("/pii-out/a/face.jpg")
+
+
+def test_balanced_groups_split_bytes_evenly_and_keep_every_file():
+    sizes = [9, 7, 6, 5, 4, 3, 3, 2, 1, None]
+    files = [InputFile(url=f"/in/{i}.jpg", relative_path=f"{i}.jpg", output_url=f"/out/{i}.jpg", size=size)
+             for i, size in enumerate(sizes)]
+    groups = balanced_groups(files, 2)
+    assert sorted(f.url for g in groups for f in g) == sorted(f.url for f in files)
+    loads = [sum(f.size or 1 for f in g) for g in groups]
+    assert abs(loads[0] - loads[1]) <= 1
+    assert balanced_groups(files, 2) == groups                 # deterministic
+    assert [len(g) for g in balanced_groups(files[:1], 3)] == [1, 0, 0]
+
+
+def test_pipeline_on_balanced_shares_reports_every_input_once(tmp_path):
+    """Two workers, the inputs listed at launch and split into two shares: each worker takes one."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for index in range(5):
+        (src / f"{index}.jpg").write_bytes(jpeg_bytes(skimage.data.astronaut()))
+    out = tmp_path / "out"
+    listed = tuple(list_inputs(str(src), str(out)))
+    args = pipeline.RunArgs(input=str(src), output=str(out), report=str(out / "report.jsonl"),
+                            config=BlurConfig(threads=1), started_at=0.0, workers=2, inputs=listed, shares=2)
+    options = PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=multi_processing",
+                               "--direct_num_workers=2"])
+    with TestPipeline(options=options, blocking=True) as p:
+        reports = pipeline.build(p, args)
+        assert_that(reports | beam.Map(lambda r: (os.path.basename(r.path), r.status.value)),
+                    equal_to([(f"{i}.jpg", "blurred") for i in range(5)]))
+    assert len({json.loads(line)["worker"] for line in open(out / "report.jsonl").readlines()[:-1]}) == 2

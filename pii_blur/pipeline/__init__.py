@@ -20,7 +20,9 @@ class RunArgs:
     report: report URL. started_at: time.time() at start, for the summary.
     workers: local worker processes. inputs: the input files when listed at
     launch (for runners that cannot rebalance work, see runners.py); None
-    lists them inside the pipeline. review: local folder for the HTML review
+    lists them inside the pipeline. shares: split the listed inputs into
+    this many groups of about equal bytes, one per local worker
+    (MatchImages); 0 fans out single paths. review: local folder for the HTML review
     page written after the run, or None.
     """
 
@@ -31,6 +33,7 @@ class RunArgs:
     started_at: float
     workers: int = 1
     inputs: Optional[tuple[InputFile, ...]] = None
+    shares: int = 0
     review: Optional[str] = None
 
 
@@ -41,7 +44,7 @@ def build(pipeline: beam.Pipeline, args: RunArgs):
     """
     reports = (
         pipeline
-        | "Match" >> MatchImages(args.input, args.output, listed=args.inputs)
+        | "Match" >> MatchImages(args.input, args.output, listed=args.inputs, shares=args.shares)
         | "Anonymize" >> AnonymizeImages(args.config)
     )
     _ = reports | "Report" >> WriteReport(args.report, args.started_at)

@@ -34,9 +34,14 @@ class RunnerPlan:
     dask_address: Optional[str] = None
 
     @property
+    def is_fnapi(self) -> bool:
+        """Beam's local FnApiRunner (the default)."""
+        return f"--runner={LOCAL_RUNNER}" in self.beam_args
+
+    @property
     def is_local(self) -> bool:
         """Workers run on this machine: the FnApiRunner, or Dask on a LocalCluster started for the run."""
-        return (self.is_dask and not self.dask_address) or f"--runner={LOCAL_RUNNER}" in self.beam_args
+        return (self.is_dask and not self.dask_address) or self.is_fnapi
 
 
 def plan(pipeline_args: list[str], workers: int, dask_address: Optional[str] = None) -> RunnerPlan:

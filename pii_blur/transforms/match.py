@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from typing import Optional, Sequence
 
 import apache_beam as beam
@@ -13,18 +14,35 @@ from pii_blur.types import InputFile
 class MatchImages(beam.PTransform):
     """PBegin -> PCollection[InputFile]: every file under `input_spec`, reshuffled.
 
-    Listing happens on a worker, not while building the graph, and only the
+    Listing happens on a worker, not while building the graph (unless the
+    launcher listed them already, for local runs and Dask), and only the
     small InputFile descriptors cross the shuffle, never pixels.
     """
 
-    def __init__(self, input_spec: str, output_root: str, listed: Optional[Sequence[InputFile]] = None):
-        """listed: inputs already listed at launch, used instead of listing in the pipeline."""
+    def __init__(self, input_spec: str, output_root: str, listed: Optional[Sequence[InputFile]] = None,
+                 shares: int = 0):
+        """listed: inputs already listed at launch, used instead of listing in the pipeline.
+
+        shares: with `listed`, fan out that many groups of about equal bytes
+        (balanced_groups) instead of single paths, each opened into its files
+        after the shuffle. For Beam's local FnApiRunner, which hands each of
+        its N workers a fixed 1/N of a stage's input, split by shuffle key:
+        with N groups every worker gets one, so no worker is left with the
+        big files while the others sit idle. 0: fan out single paths.
+        """
         super().__init__()
         self.input_spec = input_spec
         self.output_root = output_root
         self.listed = listed
+        self.shares = shares
 
     def expand(self, pbegin):
+        if self.listed is not None and self.shares > 1:
+            groups = [group for group in balanced_groups(self.listed, self.shares) if group]
+            return (pbegin
+                    | "ListedGroups" >> beam.Create(groups)
+                    | "FanOutGroups" >> beam.Reshuffle()
+                    | "OpenGroups" >> beam.FlatMap(lambda group: group).with_output_types(InputFile))
         if self.listed is not None:
             files = pbegin | "Listed" >> beam.Create(list(self.listed)).with_output_types(InputFile)
         else:
@@ -34,3 +52,18 @@ class MatchImages(beam.PTransform):
                 | "List" >> beam.FlatMap(list_inputs, output_root=self.output_root).with_output_types(InputFile)
             )
         return files | "FanOut" >> beam.Reshuffle()
+
+
+def balanced_groups(files: Sequence[InputFile], count: int) -> list[list[InputFile]]:
+    """`files` in `count` groups of about equal total size (largest first, each to the lightest group).
+
+    Size is the listed bytes, a proxy for decode, blur and encode time; a
+    file of unknown size counts as 1 byte. Deterministic; groups may be empty.
+    """
+    groups: list[list[InputFile]] = [[] for _ in range(count)]
+    loads = [(0, index) for index in range(count)]
+    for file in sorted(files, key=lambda f: (-(f.size or 1), f.url)):
+        load, index = heapq.heappop(loads)
+        groups[index].append(file)
+        heapq.heappush(loads, (load + (file.size or 1), index))
+    return groups
