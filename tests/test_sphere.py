@@ -365,3 +365,26 @@ def test_reduced_band_tiles_are_area_averaged_crops_in_the_right_place():
         sampled = sphere._remap(pano, *sphere.view_maps(PANO_W, PANO_H, tile)).astype(int)
         assert fast.shape == sampled.shape
         assert np.abs(fast - sampled).mean() < 1.0 and np.abs(fast - sampled).max() <= 12
+
+
+@pytest.mark.parametrize("yaw", [0.0, 170.0, -175.0])
+def test_equirect_view_coordinates_of_a_patch_match_the_projection(yaw):
+    """The separable shortcut for equirect views (band tiles) against the general projection."""
+    pano_width, pano_height = 720, 360
+    view = sphere.View(yaw, 10.0, 150.0, 300, 200, kind=sphere.EQUIRECT)
+    patch = sphere._Patch(40, 160, np.mod(np.arange(300, 760), pano_width))   # wraps the seam
+    u, v, valid = sphere._patch_view_pixels(view, patch, pano_width, pano_height)
+    directions = sphere._patch_directions(patch, pano_width, pano_height)
+    u_ref, v_ref, valid_ref = sphere.direction_to_view_pixel(view, directions)
+    np.testing.assert_allclose(u, u_ref, atol=2e-3)
+    np.testing.assert_allclose(v, v_ref, atol=2e-3)
+    assert valid.all() and valid_ref.all()
+
+
+def test_patch_index_is_a_slice_unless_it_wraps():
+    inside = sphere._Patch(3, 7, np.arange(10, 20))
+    assert inside.index == (slice(3, 7), slice(10, 20))
+    wrapped = sphere._Patch(3, 7, np.mod(np.arange(715, 725), 720))
+    pixels = np.arange(360 * 720).reshape(360, 720)
+    assert pixels[wrapped.index].shape == (4, 10)
+    assert pixels[wrapped.index][0, 0] == 3 * 720 + 715 and pixels[wrapped.index][0, -1] == 3 * 720 + 4
