@@ -655,15 +655,41 @@ def sphere_detection(label: str, footprints: Sequence[Footprint], pano_width: in
                            float(np.degrees(pitch)), boxes, tuple(footprints))
 
 
-def _boundary_directions(footprint: Footprint) -> np.ndarray:
-    """World directions (32 x 3) along the footprint's box."""
-    return view_pixel_to_direction(footprint.view, *_box_boundary(footprint.box_in_view, 8))
+def _footprint_geometry(footprints: Sequence[Footprint]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each footprint: the world direction of its box centre (n x 3), its
+    bounding radius in degrees (n: the farthest of 8 border points), and 32
+    world directions along its box (n x 32 x 3). Projected view by view, one
+    numpy call for all the footprints of a view."""
+    count = len(footprints)
+    centres, radii = np.empty((count, 3)), np.empty(count)
+    boundaries = np.empty((count, 32, 3))
+    by_view: dict[View, list[int]] = {}
+    for index, footprint in enumerate(footprints):
+        by_view.setdefault(footprint.view, []).append(index)
+    for view, indices in by_view.items():
+        boxes = np.array([footprints[i].box_in_view for i in indices], np.float64)
+        centres[indices] = view_pixel_to_direction(view, (boxes[:, 0] + boxes[:, 2]) / 2,
+                                                   (boxes[:, 1] + boxes[:, 3]) / 2)
+        corners = view_pixel_to_direction(view, *_boxes_boundary(boxes, 2))
+        radii[indices] = angular_distance_deg(corners, centres[indices][:, None, :]).max(axis=1)
+        boundaries[indices] = view_pixel_to_direction(view, *_boxes_boundary(boxes, 8))
+    return centres, radii, boundaries
+
+
+def _boxes_boundary(boxes: np.ndarray, points_per_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """_box_boundary of each box of an n x 4 array: u, v, each n x 4*points_per_side."""
+    x1, y1, x2, y2 = (boxes[:, i:i + 1] for i in range(4))
+    t = np.linspace(0.0, 1.0, points_per_side, endpoint=False)[None, :]
+    ones = np.ones_like(t)
+    u = np.concatenate([x1 + (x2 - x1) * t, x2 * ones, x2 - (x2 - x1) * t, x1 * ones], axis=1)
+    v = np.concatenate([y1 * ones, y1 + (y2 - y1) * t, y2 * ones, y2 - (y2 - y1) * t], axis=1)
+    return u, v
 
 
 def _overlap(a: Footprint, b: Footprint, b_boundary: np.ndarray) -> tuple[float, float]:
     """IoU and intersection-over-smaller of b's box projected into a's view, and a's box.
 
-    b_boundary: _boundary_directions(b).
+    b_boundary: world directions along b's box (_footprint_geometry).
     """
     if a.view == b.view:
         bx1, by1, bx2, by2 = b.box_in_view
@@ -701,15 +727,10 @@ def merge_footprints(footprints: Sequence[Footprint]) -> list[list[Footprint]]:
         return []
     # Only footprints whose bounding circles on the sphere meet can overlap:
     # every pairwise angle at once, then the exact test on those pairs only.
-    centres = np.stack([_footprint_centre(f) for f in footprints])
-    radii = np.array([_angular_radius_deg(f) for f in footprints])
+    centres, radii, boundaries = _footprint_geometry(footprints)
     angles = np.degrees(np.arccos(np.clip(centres @ centres.T, -1.0, 1.0)))
     near = np.triu(angles <= radii[:, None] + radii[None, :] + 1e-6, k=1)
-    boundaries = {}
     for i, j in zip(*np.nonzero(near)):
-        for k in (i, j):
-            if k not in boundaries:
-                boundaries[k] = _boundary_directions(footprints[k])
         iou, ios = max(_overlap(footprints[i], footprints[j], boundaries[j]),
                        _overlap(footprints[j], footprints[i], boundaries[i]))
         if iou >= MERGE_IOU or ios >= MERGE_IOS:
@@ -718,12 +739,6 @@ def merge_footprints(footprints: Sequence[Footprint]) -> list[list[Footprint]]:
     for i in range(count):
         groups.setdefault(find(i), []).append(footprints[i])
     return list(groups.values())
-
-
-def _angular_radius_deg(footprint: Footprint) -> float:
-    u, v = _box_boundary(footprint.box_in_view, 2)
-    corners = view_pixel_to_direction(footprint.view, u, v)
-    return float(angular_distance_deg(corners, _footprint_centre(footprint)).max())
 
 
 def detect_on_sphere(equirect_rgb: np.ndarray, detect_views: Callable[[list[np.ndarray]], list[list[Detection]]],
