@@ -85,3 +85,20 @@ def test_vendored_centerface_is_dynamic_with_constant_weights():
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["N", 3, "H", "W"]
     assert derive(shipped) == shipped
+
+
+def test_vendored_plate_detector_is_folded():
+    """tools/derive_ppocr_det.py made the shipped detector: no x * clip(x + 3, 0, 6) / 6 left, the
+    hard-swishes as HardSigmoid gates, and deriving it again changes nothing."""
+    import onnx
+
+    from pii_blur.models.weights import read_vendored
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+    from derive_ppocr_det import derive
+
+    shipped = read_vendored("ppocrv4_det_folded.onnx")
+    ops = [node.op_type for node in onnx.load_from_string(shipped).graph.node]
+    assert "Clip" not in ops and "Div" not in ops and ops.count("HardSigmoid") == 34
+    again, counts = derive(shipped)
+    assert again == shipped and not any(counts.values())

@@ -1,5 +1,6 @@
-"""Licence plates via PP-OCRv4 text detection and recognition (ONNX, vendored
-from rapidocr-onnxruntime 1.4.4).
+"""Licence plates via PP-OCRv4 text detection and recognition (ONNX, from
+rapidocr-onnxruntime 1.4.4; the detector's element-wise passes folded by
+tools/derive_ppocr_det.py).
 
 PP-OCR's DB text detector outputs a per-pixel text probability map; text
 regions are its connected blobs, each grown by an "unclip" margin because the
@@ -57,7 +58,7 @@ class PlateDetector(Detector):
 
     def __init__(self, config: DetectorConfig):
         self.threshold = threshold_for(config.min_probability)
-        self.session = onnx_session(read_vendored("ppocrv4_det.onnx"), config.threads)
+        self.session = onnx_session(read_vendored("ppocrv4_det_folded.onnx"), config.threads)
         self.input_name = self.session.get_inputs()[0].name
         self.reader = TextReader(config.threads)
 

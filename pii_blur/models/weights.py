@@ -9,7 +9,7 @@ from importlib import resources
 # File name -> sha256, as recorded in weights/NOTICE.
 VENDORED_WEIGHTS = {
     "centerface_dynamic.onnx": "337a4dc06d895a4bda6b98e942efae107e3edad9b4e1d80982ba7c21c6af7c48",
-    "ppocrv4_det.onnx": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+    "ppocrv4_det_folded.onnx": "c455789ec939f6d82133eee78a951b969105eb6bbd10d9dc0801f2bfd5ad9d8c",
     "ppocrv4_rec.onnx": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
 }
 
