@@ -539,11 +539,8 @@ class SphereDetection:
 
 def _box_boundary(box, points_per_side: int = BOUNDARY_POINTS_PER_SIDE) -> tuple[np.ndarray, np.ndarray]:
     """Points (u, v) along the border of an axis-aligned box [x1, y1, x2, y2]."""
-    x1, y1, x2, y2 = box
-    t = np.linspace(0.0, 1.0, points_per_side, endpoint=False)
-    u = np.concatenate([x1 + (x2 - x1) * t, np.full_like(t, x2), x2 - (x2 - x1) * t, np.full_like(t, x1)])
-    v = np.concatenate([np.full_like(t, y1), y1 + (y2 - y1) * t, np.full_like(t, y2), y2 - (y2 - y1) * t])
-    return u, v
+    u, v = _boxes_boundary(np.array([box], np.float64), points_per_side)
+    return u[0], v[0]
 
 
 def _ellipse_boundary(box, style: BlurStyle, points: int = 64) -> tuple[np.ndarray, np.ndarray]:

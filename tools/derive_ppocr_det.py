@@ -118,6 +118,15 @@ def _other(node: onnx.NodeProto, name: str) -> str:
     return node.input[1] if node.input[0] == name else node.input[0]
 
 
+def _scalar_operand(g: _Graph, node: onnx.NodeProto):
+    """(x, c) when `node` is a binary op of a tensor x and a scalar constant c, else None."""
+    x = next((name for name in node.input if g.scalar(name) is None), None)
+    if x is None:
+        return None
+    value = g.scalar(_other(node, x))
+    return None if value is None else (x, value)
+
+
 def _fold_affines_into_their_conv(g: _Graph) -> int:
     folded = 0
     for conv in g.nodes("Conv"):
@@ -136,9 +145,10 @@ def _fold_affines_into_their_conv(g: _Graph) -> int:
 def _rewrite_hard_swishes(g: _Graph) -> int:
     rewritten = 0
     for add in g.nodes("Add"):
-        x = next((name for name in add.input if g.scalar(name) is None), None)
-        if x is None or g.scalar(_other(add, x)) != 3.0:
+        operand = _scalar_operand(g, add)
+        if operand is None or operand[1] != 3.0:
             continue
+        x = operand[0]
         clip = g.only_consumer(add.output[0])
         if clip is None or clip.op_type != "Clip" or len(clip.input) != 3 \
                 or g.scalar(clip.input[1]) != 0.0 or g.scalar(clip.input[2]) != 6.0:
@@ -159,10 +169,10 @@ def _rewrite_hard_swishes(g: _Graph) -> int:
 def _fold_affines_into_the_next_conv(g: _Graph) -> int:
     folded = 0
     for mul in g.nodes("Mul"):
-        x = next((name for name in mul.input if g.scalar(name) is None), None)
-        if x is None or g.scalar(_other(mul, x)) is None or id(mul) in g.removed:
+        operand = _scalar_operand(g, mul)
+        if operand is None:
             continue
-        scale = g.scalar(_other(mul, x))
+        x, scale = operand
         add = g.only_consumer(mul.output[0])
         if add is None or add.op_type != "Add" or g.scalar(_other(add, mul.output[0])) is None:
             continue
