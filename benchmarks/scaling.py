@@ -1,12 +1,14 @@
 """Throughput with 1 and 2 local workers, and on Dask, on the same real panoramas.
 
-    python benchmarks/scaling.py PANO_DIR [--count 20] [--runs local1,local2,local1x2,dask2]
+    python benchmarks/scaling.py PANO_DIR [--count 20] [--runs local1,local2,threads2,local1x2,dask2] [--repeats 3]
 
 Fills a folder with --count panoramas (the JPEGs under PANO_DIR, cycled under
-new names), then runs the CLI once per configuration on it and prints wall
-time, panoramas per minute, the speed-up against one worker, the peak RSS of
-the largest process (for --workers 1 that is the worker itself), how many
-files each worker process handled (the report's worker field), and each
+new names), then runs the CLI on it once per configuration and repeat, the
+configurations interleaved so that a slow spell of this noisy machine hits
+them alike. Prints, per configuration, the median wall time, panoramas per
+minute, the median of the per-repeat speed-ups against one worker, the peak
+RSS of the largest process (for --workers 1 that is the worker itself), how
+many files each worker process handled (the report's worker field), and each
 worker's busy seconds, so that the fixed start-up cost shows apart from the
 per-file work.
 """
@@ -17,8 +19,8 @@ import argparse
 import collections
 import json
 import os
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +29,7 @@ import time
 RUNS = {
     "local1": ["--workers", "1"],
     "local2": ["--workers", "2"],
+    "threads2": ["--workers", "2", "--direct_running_mode=multi_threading"],   # two workers, one process
     "local1x2": ["--workers", "1", "--threads", "2"],   # one worker, two model threads
     "dask2": ["--workers", "2", "--runner", "dask"],
 }
@@ -44,12 +47,13 @@ def fill(pano_dir: str, folder: str, count: int) -> None:
 
 
 def run(source: str, output: str, extra: list[str]) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pii_blur.cli", source, output, *extra],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    child = subprocess.Popen([sys.executable, "-m", "pii_blur.cli", source, output, *extra],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # wait4's maxrss: the largest of this run's processes (its reaped workers included).
+    _, _, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
-    peak_mib = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    peak_mib = usage.ru_maxrss / 1024
     lines = [json.loads(line) for line in open(os.path.join(output, "pii-blur-report.jsonl"))]
     workers = collections.Counter(line["worker"] for line in lines[:-1])
     busy = collections.Counter()
@@ -63,25 +67,42 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pano_dir")
     parser.add_argument("--count", type=int, default=20)
-    parser.add_argument("--runs", default="local1,local2,dask2")
+    parser.add_argument("--runs", default="local1,local2,threads2,dask2")
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
+    names = args.runs.split(",")
+    if "local1" not in names:
+        names.insert(0, "local1")   # the base of every speed-up
     scratch = tempfile.mkdtemp(prefix="pii-blur-scaling-")
     source = os.path.join(scratch, "in")
     os.makedirs(source)
     fill(args.pano_dir, source, args.count)
-    results = {}
-    for name in args.runs.split(","):
-        results[name] = run(source, os.path.join(scratch, name), RUNS[name])
-        r = results[name]
-        base = results.get("local1", r)["seconds"]
-        print(f"{name:7} {r['seconds']:7.1f} s  {60 * args.count / r['seconds']:6.2f} panos/min  "
-              f"x{base / r['seconds']:.2f} vs 1 worker  peak RSS {r['peak_mib']:.0f} MiB  "
-              f"files per worker {sorted(r['workers'].values())}  failed {r['summary']['failed']}", flush=True)
-        busiest = max(r["busy"].values())
-        print(f"{'':7} busy s per worker {sorted(round(b, 1) for b in r['busy'].values())}  "
-              f"start-up, shuffle and tail {r['seconds'] - busiest:.1f} s", flush=True)
-    print(f"({args.count} panoramas; 'x' is throughput against local1 in this run; --threads defaults to 1; "
-          f"busy: the seconds of the report's per-file timings, summed per worker process)")
+    results = collections.defaultdict(list)
+    for repeat in range(args.repeats):
+        for name in names:
+            output = os.path.join(scratch, f"{name}-{repeat}")
+            results[name].append(run(source, output, RUNS[name]))
+            shutil.rmtree(output)
+            r = results[name][-1]
+            print(f"repeat {repeat} {name:8} {r['seconds']:6.1f} s  busy s per worker "
+                  f"{sorted(round(b, 1) for b in r['busy'].values())}  peak RSS {r['peak_mib']:.0f} MiB", flush=True)
+    print()
+    for name in names:
+        runs = results[name]
+        seconds = statistics.median(r["seconds"] for r in runs)
+        speedup = statistics.median(base["seconds"] / r["seconds"] for base, r in zip(results["local1"], runs))
+        workers = int(RUNS[name][RUNS[name].index("--workers") + 1])
+        # a threads run reports one process: its busy seconds are shared by its workers
+        fixed = statistics.median(r["seconds"] - (max(r["busy"].values()) if len(r["busy"]) >= workers
+                                                  else sum(r["busy"].values()) / workers) for r in runs)
+        print(f"{name:8} {seconds:6.1f} s  {60 * args.count / seconds:6.2f} panos/min  x{speedup:.2f} vs 1 worker  "
+              f"peak RSS {max(r['peak_mib'] for r in runs):.0f} MiB  "
+              f"files per worker {sorted(runs[-1]['workers'].values())}  "
+              f"failed {sum(r['summary']['failed'] for r in runs)}  start-up, shuffle and tail {fixed:.1f} s")
+    print(f"({args.count} panoramas, {args.repeats} interleaved repeats, medians; 'x' is the median of each "
+          f"repeat's throughput against local1; --threads defaults to 1; busy: the seconds of the report's "
+          f"per-file timings, summed per worker process; a threads run reports one process, whose "
+          f"busy seconds count as shared equally by its workers)")
     shutil.rmtree(scratch, ignore_errors=True)
     return 0
 

@@ -51,6 +51,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -495,10 +496,10 @@ def _patch_component(plane, my, mx, factors, grid, block_mask, origin, coef, tab
 def _read_coefficients(path: str, frame: _Frame) -> tuple[object, list[np.ndarray]]:
     import jpeglib  # local: loading libjpeg is only needed on this path
 
+    _use_jpeglib_version()
     try:
-        with _jpeglib_version():
-            jpeg = jpeglib.read_dct(path)
-            jpeg.load()
+        jpeg = jpeglib.read_dct(path)
+        jpeg.load()
     except OSError as error:  # jpeglib's report of a libjpeg error
         raise LosslessUnavailable(f"libjpeg could not read the coefficients: {error}") from error
     coefs = [jpeg.Y] if len(frame.components) == 1 else [jpeg.Y, jpeg.Cb, jpeg.Cr]
@@ -515,14 +516,22 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _jpeglib_version():
-    import contextlib
+_JPEGLIB_LOCK = threading.Lock()
 
+
+def _use_jpeglib_version() -> None:
+    """Bind jpeglib to _JPEGLIB_VERSION for the process, once.
+
+    jpeglib keeps the chosen library in one class attribute, and its
+    `with version(...)` block restores the previous one on exit; two threads
+    (Beam's multi_threading workers) inside such blocks would restore each
+    other's choice mid-call. Setting it once, under a lock, has no such race.
+    """
     import jpeglib
 
-    if _JPEGLIB_VERSION in jpeglib.version.versions():
-        return jpeglib.version(_JPEGLIB_VERSION)
-    return contextlib.nullcontext()
+    with _JPEGLIB_LOCK:
+        if jpeglib.version.get() != _JPEGLIB_VERSION and _JPEGLIB_VERSION in jpeglib.version.versions():
+            jpeglib.version.set(_JPEGLIB_VERSION)
 
 
 def _encode(jpeg, folder: str, source: bytes, layout: _Layout, frame: _Frame) -> tuple[bytes, dict]:
@@ -530,9 +539,9 @@ def _encode(jpeg, folder: str, source: bytes, layout: _Layout, frame: _Frame) ->
     restart interval and Huffman policy. Returns the new file and how it was made."""
     standard = _uses_standard_huffman(source, layout, frame)
     path = os.path.join(folder, "coefficients.jpg")
+    _use_jpeglib_version()
     try:
-        with _jpeglib_version():
-            jpeg.write_dct(path, flags=[] if standard else ["+OPTIMIZE_CODING"])
+        jpeg.write_dct(path, flags=[] if standard else ["+OPTIMIZE_CODING"])
     except OSError as error:
         raise LosslessUnavailable(f"libjpeg could not write the coefficients: {error}") from error
     with open(path, "rb") as handle:

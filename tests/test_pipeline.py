@@ -144,3 +144,29 @@ def test_pipeline_on_balanced_shares_reports_every_input_once(tmp_path):
         assert_that(reports | beam.Map(lambda r: (os.path.basename(r.path), r.status.value)),
                     equal_to([(f"{i}.jpg", "blurred") for i in range(5)]))
     assert len({json.loads(line)["worker"] for line in open(out / "report.jsonl").readlines()[:-1]}) == 2
+
+
+def test_two_worker_threads_write_the_same_files_as_one_worker(tmp_path, astronaut):
+    """Beam's multi_threading mode: two workers share one process, its models and jpeglib;
+    every output must be byte-identical to a one-worker run's."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for index in range(6):
+        image = np.ascontiguousarray(np.roll(astronaut, 40 * index, axis=1))
+        (src / f"{index}.jpg").write_bytes(jpeg_bytes(image))
+    (src / "rocket.jpg").write_bytes(jpeg_bytes(skimage.data.rocket()))
+    outputs = {}
+    for mode, workers in (("in_memory", 1), ("multi_threading", 2)):
+        out = tmp_path / mode
+        listed = tuple(list_inputs(str(src), str(out)))
+        args = pipeline.RunArgs(input=str(src), output=str(out), report=str(out / "report.jsonl"),
+                                config=BlurConfig(threads=1), started_at=0.0, workers=workers, inputs=listed,
+                                shares=workers)
+        options = PipelineOptions(["--runner=FnApiRunner", f"--direct_running_mode={mode}",
+                                   f"--direct_num_workers={workers}"])
+        with TestPipeline(options=options, blocking=True) as p:
+            reports = pipeline.build(p, args)
+            assert_that(reports | beam.Map(status_of),
+                        equal_to([(f"{i}.jpg", "blurred") for i in range(6)] + [("rocket.jpg", "copied")]))
+        outputs[mode] = {name: (out / name).read_bytes() for name in sorted(os.listdir(src))}
+    assert outputs["multi_threading"] == outputs["in_memory"]
