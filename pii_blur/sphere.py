@@ -537,25 +537,21 @@ class SphereDetection:
                 "boxes": [list(box) for box in self.boxes]}
 
 
-def _box_boundary(box, points_per_side: int = BOUNDARY_POINTS_PER_SIDE) -> tuple[np.ndarray, np.ndarray]:
-    """Points (u, v) along the border of an axis-aligned box [x1, y1, x2, y2]."""
-    u, v = _boxes_boundary(np.array([box], np.float64), points_per_side)
-    return u[0], v[0]
+def _ellipses(boxes: np.ndarray, style: BlurStyle) -> np.ndarray:
+    """Centre and semi-axes (cx, cy, semi_x, semi_y; n x 4, pixels) of the blur ellipses around
+    boxes (n x 4 [x1, y1, x2, y2]), as in pii_blur.blur."""
+    x1, y1, x2, y2 = boxes.T
+    box_w, box_h = np.maximum(x2 - x1, 1.0), np.maximum(y2 - y1, 1.0)
+    return np.stack([(x1 + x2) / 2, (y1 + y2) / 2, box_w / 2 * style.axis_scale[0],
+                     box_h / 2 * style.axis_scale[1]], axis=1)
 
 
-def _ellipse_boundary(box, style: BlurStyle, points: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Points (u, v) on the outer edge of the feathered blur ellipse around `box`."""
-    cx, cy, semi_x, semi_y = _ellipse(box, style)
+def _ellipses_boundary(ellipses: np.ndarray, style: BlurStyle, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points (u, v; each n x points) on the outer edge of each feathered blur ellipse (n x 4, _ellipses)."""
+    cx, cy, semi_x, semi_y = (ellipses[:, i:i + 1] for i in range(4))
     reach = 1.0 + style.feather_fraction
-    angle = np.linspace(0, 2 * np.pi, points, endpoint=False)
+    angle = np.linspace(0, 2 * np.pi, points, endpoint=False)[None, :]
     return cx + semi_x * reach * np.cos(angle), cy + semi_y * reach * np.sin(angle)
-
-
-def _ellipse(box, style: BlurStyle) -> tuple[float, float, float, float]:
-    """Centre and semi-axes (pixels) of the blur ellipse around box, as in pii_blur.blur."""
-    x1, y1, x2, y2 = box
-    box_w, box_h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
-    return (x1 + x2) / 2, (y1 + y2) / 2, box_w / 2 * style.axis_scale[0], box_h / 2 * style.axis_scale[1]
 
 
 def _footprint_centre(footprint: Footprint) -> np.ndarray:
@@ -563,38 +559,50 @@ def _footprint_centre(footprint: Footprint) -> np.ndarray:
     return view_pixel_to_direction(footprint.view, np.array((x1 + x2) / 2), np.array((y1 + y2) / 2))
 
 
-def _pole_inside(view: View, u_v_inside: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[bool, bool]:
-    """Whether the north / south pole falls inside a region of the view given by a (u, v) predicate."""
-    result = []
-    for pole in ([0.0, 1.0, 0.0], [0.0, -1.0, 0.0]):
-        u, v, valid = direction_to_view_pixel(view, np.array(pole))
-        result.append(bool(valid) and bool(u_v_inside(u, v)))
-    return result[0], result[1]
+@functools.lru_cache(maxsize=256)
+def _pole_pixels(view: View) -> tuple[tuple[float, float], tuple[float, float]]:
+    """View pixel (u, v) of the north and of the south pole; NaN for a pole behind the view,
+    so that no region holds it."""
+    u, v, valid = direction_to_view_pixel(view, np.array([[0.0, 1.0, 0.0], [0.0, -1.0, 0.0]]))
+    u, v = np.where(valid, u, np.nan), np.where(valid, v, np.nan)
+    return (float(u[0]), float(v[0])), (float(u[1]), float(v[1]))
 
 
-def _equirect_extent(view: View, u: np.ndarray, v: np.ndarray, north: bool, south: bool,
-                     pano_width: int, pano_height: int) -> tuple[float, float, float, float]:
-    """Extent (x_lo, x_hi, y_lo, y_hi), continuous equirect pixels, of a region given by its border.
+def _equirect_extents(directions: np.ndarray, north: np.ndarray, south: np.ndarray,
+                      pano_width: int, pano_height: int) -> np.ndarray:
+    """Extents (n x 4: x_lo, x_hi, y_lo, y_hi), continuous equirect pixels, of n regions given by their borders.
 
-    x_lo may be negative and x_hi may exceed the width (the region wraps the
+    directions: n x k x 3, world directions in order along each region's
+    border. north, south: n bools, whether the region holds that pole.
+    x_lo is in [0, W) and x_hi may exceed the width (the region wraps the
     seam); a region around a pole spans [0, W) and reaches row 0 or H.
     """
-    directions = view_pixel_to_direction(view, u, v)
     x, y = direction_to_equirect_pixel(directions, pano_width, pano_height)
-    y_lo, y_hi = float(y.min()), float(y.max())
-    if north:
-        y_lo = 0.0
-    if south:
-        y_hi = float(pano_height)
-    if north or south:
-        return 0.0, float(pano_width), y_lo, y_hi
-    # Unwrap the border's x around its first point: consecutive border points are close.
-    steps = np.diff(np.concatenate([x, x[:1]]))
+    # Unwrap each border's x around its first point: consecutive border points are close.
+    steps = np.diff(x, axis=1)
     steps = np.mod(steps + pano_width / 2, pano_width) - pano_width / 2
-    unwrapped = x[0] + np.concatenate([[0.0], np.cumsum(steps[:-1])])
-    x_lo, x_hi = float(unwrapped.min()), float(unwrapped.max())
+    unwrapped = x[:, :1] + np.concatenate([np.zeros((len(x), 1)), np.cumsum(steps, axis=1)], axis=1)
+    x_lo, x_hi = unwrapped.min(axis=1), unwrapped.max(axis=1)
     shift = np.floor(x_lo / pano_width) * pano_width
-    return x_lo - shift, x_hi - shift, y_lo, y_hi
+    pole = north | south
+    return np.stack([np.where(pole, 0.0, x_lo - shift), np.where(pole, float(pano_width), x_hi - shift),
+                     np.where(north, 0.0, y.min(axis=1)), np.where(south, float(pano_height), y.max(axis=1))],
+                    axis=1)
+
+
+def _box_extents(view: View, boxes: np.ndarray, pano_width: int, pano_height: int) -> np.ndarray:
+    """_equirect_extents (n x 4) of view boxes (n x 4 [x1, y1, x2, y2])."""
+    u, v = _boxes_boundary(boxes, BOUNDARY_POINTS_PER_SIDE)
+    poles = [(boxes[:, 0] <= pu) & (pu <= boxes[:, 2]) & (boxes[:, 1] <= pv) & (pv <= boxes[:, 3])
+             for pu, pv in _pole_pixels(view)]
+    return _equirect_extents(view_pixel_to_direction(view, u, v), *poles, pano_width, pano_height)
+
+
+def _indices_by_view(footprints: Sequence[Footprint]) -> dict[View, list[int]]:
+    by_view: dict[View, list[int]] = {}
+    for index, footprint in enumerate(footprints):
+        by_view.setdefault(footprint.view, []).append(index)
+    return by_view
 
 
 def _boxes_from_extent(x_lo: float, x_hi: float, y_lo: float, y_hi: float, pano_width: int,
@@ -633,23 +641,31 @@ def _union_extents(extents, pano_width: int):
     return x_lo - shift, x_hi - shift, y_lo, y_hi
 
 
-def _box_extent(footprint: Footprint, pano_width: int, pano_height: int):
-    x1, y1, x2, y2 = footprint.box_in_view
-    u, v = _box_boundary(footprint.box_in_view)
-    north, south = _pole_inside(footprint.view, lambda pu, pv: x1 <= pu <= x2 and y1 <= pv <= y2)
-    return _equirect_extent(footprint.view, u, v, north, south, pano_width, pano_height)
-
-
 def sphere_detection(label: str, footprints: Sequence[Footprint], pano_width: int,
                      pano_height: int) -> SphereDetection:
     """A SphereDetection from one or more footprints of the same object."""
-    best = max(footprints, key=lambda f: f.score)
-    yaw, pitch = direction_to_yaw_pitch(_footprint_centre(best))
-    extent = _union_extents([_box_extent(f, pano_width, pano_height) for f in footprints], pano_width)
-    boxes = _boxes_from_extent(*extent, pano_width, pano_height)
-    yaw_deg = float(np.degrees(yaw))
-    return SphereDetection(label, float(best.score), yaw_deg if yaw_deg < 180 else yaw_deg - 360,
-                           float(np.degrees(pitch)), boxes, tuple(footprints))
+    return sphere_detections(label, [footprints], pano_width, pano_height)[0]
+
+
+def sphere_detections(label: str, groups: Sequence[Sequence[Footprint]], pano_width: int,
+                      pano_height: int) -> list[SphereDetection]:
+    """sphere_detection of each group, with every footprint's box mapped in one numpy call per view."""
+    footprints = [footprint for group in groups for footprint in group]
+    extents = np.empty((len(footprints), 4))
+    for view, indices in _indices_by_view(footprints).items():
+        boxes = np.array([footprints[i].box_in_view for i in indices], np.float64)
+        extents[indices] = _box_extents(view, boxes, pano_width, pano_height)
+    found, start = [], 0
+    for group in groups:
+        best = max(group, key=lambda f: f.score)
+        yaw, pitch = direction_to_yaw_pitch(_footprint_centre(best))
+        extent = _union_extents([tuple(map(float, row)) for row in extents[start:start + len(group)]], pano_width)
+        start += len(group)
+        yaw_deg = float(np.degrees(yaw))
+        found.append(SphereDetection(label, float(best.score), yaw_deg if yaw_deg < 180 else yaw_deg - 360,
+                                     float(np.degrees(pitch)), _boxes_from_extent(*extent, pano_width, pano_height),
+                                     tuple(group)))
+    return found
 
 
 def _footprint_geometry(footprints: Sequence[Footprint]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -660,10 +676,7 @@ def _footprint_geometry(footprints: Sequence[Footprint]) -> tuple[np.ndarray, np
     count = len(footprints)
     centres, radii = np.empty((count, 3)), np.empty(count)
     boundaries = np.empty((count, 32, 3))
-    by_view: dict[View, list[int]] = {}
-    for index, footprint in enumerate(footprints):
-        by_view.setdefault(footprint.view, []).append(index)
-    for view, indices in by_view.items():
+    for view, indices in _indices_by_view(footprints).items():
         boxes = np.array([footprints[i].box_in_view for i in indices], np.float64)
         centres[indices] = view_pixel_to_direction(view, (boxes[:, 0] + boxes[:, 2]) / 2,
                                                    (boxes[:, 1] + boxes[:, 3]) / 2)
@@ -762,8 +775,7 @@ def detect_on_sphere(equirect_rgb: np.ndarray, detect_views: Callable[[list[np.n
                 Footprint(view, tuple(float(c) for c in detection.box), float(detection.score)))
     found = []
     for label, footprints in sorted(by_label.items()):
-        for group in merge_footprints(footprints):
-            found.append(sphere_detection(label, group, pano_width, pano_height))
+        found += sphere_detections(label, merge_footprints(footprints), pano_width, pano_height)
     found.sort(key=lambda d: -d.score)
     return found
 
@@ -838,33 +850,76 @@ def _patch_view_pixels(view: View, patch: _Patch, pano_width: int,
     return np.broadcast_to(u[None, :], shape), np.broadcast_to(v[:, None], shape), np.ones(shape, bool)
 
 
-def _footprint_alpha(footprint: Footprint, style: BlurStyle, pano_width: int,
-                     pano_height: int) -> tuple[_Patch, np.ndarray]:
+@dataclasses.dataclass(frozen=True)
+class _BlurOutline:
+    """Where the blur of one detection's m footprints reaches.
+
+    ellipses: m x 4 (cx, cy, semi_x, semi_y), each in its footprint's view pixels.
+    extents: m x 4 _equirect_extents of the feathered ellipses.
+    ellipse_edges: m x 32 x 3 world directions along the feathered ellipses' outer edges.
+    box_edges: m x 16 x 3 world directions along the boxes.
+    """
+
+    ellipses: np.ndarray
+    extents: np.ndarray
+    ellipse_edges: np.ndarray
+    box_edges: np.ndarray
+
+
+def _blur_outlines(detections: Sequence[SphereDetection], pano_width: int, pano_height: int) -> list[_BlurOutline]:
+    """The _BlurOutline of each detection, its footprints mapped in one numpy call per view and label."""
+    owners = [(index, footprint) for index, detection in enumerate(detections) for footprint in detection.footprints]
+    count = len(owners)
+    ellipses, extents = np.empty((count, 4)), np.empty((count, 4))
+    ellipse_edges, box_edges = np.empty((count, 32, 3)), np.empty((count, 16, 3))
+    groups: dict[tuple[View, str], list[int]] = {}
+    for row, (index, footprint) in enumerate(owners):
+        groups.setdefault((footprint.view, detections[index].label), []).append(row)
+    for (view, label), rows in groups.items():
+        style = style_for(label)
+        boxes = np.array([owners[row][1].box_in_view for row in rows], np.float64)
+        ellipses[rows] = ellipse = _ellipses(boxes, style)
+        u, v = _ellipses_boundary(ellipse, style, 64)
+        edges = view_pixel_to_direction(view, u, v)
+        reach = 1.0 + style.feather_fraction
+        poles = [((pu - ellipse[:, 0]) / ellipse[:, 2]) ** 2 + ((pv - ellipse[:, 1]) / ellipse[:, 3]) ** 2 <= reach ** 2
+                 for pu, pv in _pole_pixels(view)]
+        extents[rows] = _equirect_extents(edges, *poles, pano_width, pano_height)
+        ellipse_edges[rows] = edges[:, ::2]   # the 32 even points: an ellipse of 32 points
+        box_edges[rows] = view_pixel_to_direction(view, *_boxes_boundary(boxes, 4))
+    outlines, start = [], 0
+    for detection in detections:
+        part = slice(start, start + len(detection.footprints))
+        start = part.stop
+        outlines.append(_BlurOutline(ellipses[part], extents[part], ellipse_edges[part], box_edges[part]))
+    return outlines
+
+
+def _footprint_alpha(footprint: Footprint, ellipse: np.ndarray, extent: np.ndarray, style: BlurStyle,
+                     pano_width: int, pano_height: int) -> tuple[_Patch, np.ndarray]:
     """The feathered ellipse of one footprint, as alpha over a block of equirect pixels.
 
     The ellipse (as in pii_blur.blur: semi-axes axis_scale x half the box,
     fading out over feather_fraction) lives in the footprint's view; each
     equirect pixel centre is projected into that view, so the footprint is the
     true pre-image on the sphere: wide and curved near the poles, wrapped
-    across the seam.
+    across the seam. ellipse and extent: the footprint's rows of its _BlurOutline.
     """
-    view = footprint.view
-    cx, cy, semi_x, semi_y = _ellipse(footprint.box_in_view, style)
+    cx, cy, semi_x, semi_y = map(float, ellipse)
     reach = 1.0 + style.feather_fraction
-    u, v = _ellipse_boundary(footprint.box_in_view, style)
-    north, south = _pole_inside(view, lambda pu, pv: ((pu - cx) / semi_x) ** 2 + ((pv - cy) / semi_y) ** 2 <= reach ** 2)
-    extent = _equirect_extent(view, u, v, north, south, pano_width, pano_height)
-    patch = _patch_for(extent, pano_width, pano_height)
-    pu, pv, valid = _patch_view_pixels(view, patch, pano_width, pano_height)
+    patch = _patch_for(tuple(map(float, extent)), pano_width, pano_height)
+    pu, pv, valid = _patch_view_pixels(footprint.view, patch, pano_width, pano_height)
     radius = np.sqrt(((pu - cx) / semi_x) ** 2 + ((pv - cy) / semi_y) ** 2)
     alpha = smoothstep(np.clip((reach - radius) / style.feather_fraction, 0.0, 1.0))
     return patch, np.where(valid, alpha, 0.0).astype(np.float32)
 
 
-def _detection_alpha(detection: SphereDetection, pano_width: int, pano_height: int) -> tuple[_Patch, np.ndarray]:
+def _detection_alpha(detection: SphereDetection, outline: _BlurOutline, pano_width: int,
+                     pano_height: int) -> tuple[_Patch, np.ndarray]:
     """Union (max) of a detection's footprints' alphas over one block of pixels."""
     style = style_for(detection.label)
-    parts = [_footprint_alpha(f, style, pano_width, pano_height) for f in detection.footprints]
+    parts = [_footprint_alpha(f, ellipse, extent, style, pano_width, pano_height)
+             for f, ellipse, extent in zip(detection.footprints, outline.ellipses, outline.extents)]
     if len(parts) == 1:
         return parts[0]
     row0 = min(p.row0 for p, _ in parts)
@@ -897,10 +952,10 @@ def blur_mask(pano_height: int, pano_width: int, detections: Sequence[SphereDete
     at the seam. Overlapping footprints combine by max.
     """
     mask = np.zeros((pano_height, pano_width), np.float32)
-    for detection in detections:
+    for detection, outline in zip(detections, _blur_outlines(detections, pano_width, pano_height)):
         if not detection.footprints:
             continue
-        patch, alpha = _detection_alpha(detection, pano_width, pano_height)
+        patch, alpha = _detection_alpha(detection, outline, pano_width, pano_height)
         index = patch.index
         mask[index] = np.maximum(mask[index], alpha)
     return mask
@@ -909,7 +964,7 @@ def blur_mask(pano_height: int, pano_width: int, detections: Sequence[SphereDete
 BLUR_VIEW_SIGMA_PX = 4.0
 
 
-def _blur_view(detection: SphereDetection, pano_width: int) -> tuple[View, float]:
+def _blur_view(detection: SphereDetection, outline: _BlurOutline, pano_width: int) -> tuple[View, float]:
     """A perspective view centred on the detection that holds its whole blur ellipse, and the blur sigma in it.
 
     Resolution is the panorama's own at the centre; sigma is the label's
@@ -918,18 +973,11 @@ def _blur_view(detection: SphereDetection, pano_width: int) -> tuple[View, float
     """
     style = style_for(detection.label)
     centre = yaw_pitch_to_direction(np.radians(detection.yaw_deg), np.radians(detection.pitch_deg))
-    edges, boxes = [], []
-    for footprint in detection.footprints:
-        u, v = _ellipse_boundary(footprint.box_in_view, style, 32)
-        edges.append(view_pixel_to_direction(footprint.view, u, v))
-        u, v = _box_boundary(footprint.box_in_view, 4)
-        boxes.append(view_pixel_to_direction(footprint.view, u, v))
-    edges = np.concatenate(edges)
-    half_fov = float(angular_distance_deg(edges, centre).max())
+    half_fov = float(angular_distance_deg(outline.ellipse_edges.reshape(-1, 3), centre).max())
     focal = pano_width / (2 * math.pi)
     # Object size in the centred view, for the kernel.
     probe = View(detection.yaw_deg, detection.pitch_deg, 90.0, 1000, 1000)
-    u, v, valid = direction_to_view_pixel(probe, np.concatenate(boxes))
+    u, v, valid = direction_to_view_pixel(probe, outline.box_edges.reshape(-1, 3))
     scale = focal / probe.focal_px
     if valid.all():
         short_side = min(u.max() - u.min(), v.max() - v.min()) * scale
@@ -965,13 +1013,13 @@ def blur_on_sphere(pixels: np.ndarray, detections: Sequence[SphereDetection]) ->
     pano_height, pano_width = pixels.shape[:2]
     out = pixels.copy()
     limit = np.iinfo(pixels.dtype).max if np.issubdtype(pixels.dtype, np.integer) else None
-    for detection in detections:
+    for detection, outline in zip(detections, _blur_outlines(detections, pano_width, pano_height)):
         if not detection.footprints:
             continue
-        patch, alpha = _detection_alpha(detection, pano_width, pano_height)
+        patch, alpha = _detection_alpha(detection, outline, pano_width, pano_height)
         if not np.any(alpha > 0):
             continue
-        view, sigma = _blur_view(detection, pano_width)
+        view, sigma = _blur_view(detection, outline, pano_width)
         local = _remap(out, *_float_maps(pano_width, pano_height, view))
         blurred = gaussian_blur(local.astype(np.float32), sigma)
         u, v, valid = direction_to_view_pixel(view, _patch_directions(patch, pano_width, pano_height))
@@ -1004,11 +1052,8 @@ def paste_view(equirect: np.ndarray, image: np.ndarray, view: View) -> np.ndarra
     if image.shape[:2] != (view.height, view.width):
         raise ValueError(f"image is {image.shape[:2]}, view is {(view.height, view.width)}")
     out = equirect.copy()
-    corners_u, corners_v = _box_boundary((0, 0, view.width, view.height))
-    inside = lambda pu, pv: 0 <= pu <= view.width and 0 <= pv <= view.height  # noqa: E731
-    north, south = _pole_inside(view, inside)
-    extent = _equirect_extent(view, corners_u, corners_v, north, south, pano_width, pano_height)
-    patch = _patch_for(extent, pano_width, pano_height)
+    extent = _box_extents(view, np.array([[0.0, 0.0, view.width, view.height]]), pano_width, pano_height)[0]
+    patch = _patch_for(tuple(map(float, extent)), pano_width, pano_height)
     u, v, valid = direction_to_view_pixel(view, _patch_directions(patch, pano_width, pano_height))
     valid &= (u >= 0) & (u <= view.width) & (v >= 0) & (v <= view.height)
     sampled = cv2.remap(image, np.clip(u - 0.5, 0, view.width - 1).astype(np.float32),

@@ -388,3 +388,24 @@ def test_patch_index_is_a_slice_unless_it_wraps():
     pixels = np.arange(360 * 720).reshape(360, 720)
     assert pixels[wrapped.index].shape == (4, 10)
     assert pixels[wrapped.index][0, 0] == 3 * 720 + 715 and pixels[wrapped.index][0, -1] == 3 * 720 + 4
+
+
+def test_footprints_mapped_view_by_view_match_each_one_mapped_alone():
+    """sphere_detections and the blur outlines map the footprints of many objects in one call per view;
+    each object must come out as if it had been mapped alone (seam, poles and shared views included)."""
+    shared_view = dict(view_yaw=20.0, view_pitch=0.0)
+    groups = [[footprint_at(179.0, 0.0)], [footprint_at(0.0, 88.0, half_deg=3.0)],
+              [footprint_at(10.0, 5.0, **shared_view), footprint_at(11.0, 5.0)],
+              [footprint_at(30.0, -10.0, **shared_view)], [footprint_at(-120.0, -70.0, half_deg=8.0)]]
+    together = sphere.sphere_detections("face", groups, PANO_W, PANO_H)
+    alone = [sphere.sphere_detection("face", group, PANO_W, PANO_H) for group in groups]
+    assert together == alone
+    mask = sphere.blur_mask(PANO_H, PANO_W, together)
+    each = np.max([sphere.blur_mask(PANO_H, PANO_W, [d]) for d in alone], axis=0)
+    assert np.array_equal(mask, each) and mask.max() == 1.0
+    image = np.random.default_rng(5).integers(0, 256, (PANO_H, PANO_W, 3), dtype=np.uint8)
+    blurred = sphere.blur_on_sphere(image, together)
+    one_by_one = image
+    for detection in alone:
+        one_by_one = sphere.blur_on_sphere(one_by_one, [detection])
+    assert np.array_equal(blurred, one_by_one)
