@@ -696,24 +696,34 @@ def _boxes_boundary(boxes: np.ndarray, points_per_side: int) -> tuple[np.ndarray
     return u, v
 
 
-def _overlap(a: Footprint, b: Footprint, b_boundary: np.ndarray) -> tuple[float, float]:
-    """IoU and intersection-over-smaller of b's box projected into a's view, and a's box.
+def _overlaps(footprints: Sequence[Footprint], boundaries: np.ndarray, firsts: np.ndarray,
+              seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU and intersection-over-smaller, for each pair (a, b) = (firsts[k], seconds[k]) of footprint
+    indices, of b's box projected into a's view, and a's box; 0 where b is partly behind a's view.
 
-    b_boundary: world directions along b's box (_footprint_geometry).
+    boundaries: world directions along each footprint's box (n x 32 x 3, _footprint_geometry).
+    Projected in one numpy call per first view.
     """
-    if a.view == b.view:
-        bx1, by1, bx2, by2 = b.box_in_view
-    else:
-        u, v, valid = direction_to_view_pixel(a.view, b_boundary)
-        if not valid.all():
-            return 0.0, 0.0
-        bx1, by1, bx2, by2 = u.min(), v.min(), u.max(), v.max()
-    ax1, ay1, ax2, ay2 = a.box_in_view
-    inter = max(min(ax2, bx2) - max(ax1, bx1), 0) * max(min(ay2, by2) - max(ay1, by1), 0)
-    area_a = max(ax2 - ax1, 0) * max(ay2 - ay1, 0)
-    area_b = max(bx2 - bx1, 0) * max(by2 - by1, 0)
+    a_boxes = np.array([footprints[i].box_in_view for i in firsts], np.float64).reshape(-1, 4)
+    b_boxes = np.array([footprints[j].box_in_view for j in seconds], np.float64).reshape(-1, 4)
+    seen = np.ones(len(firsts), bool)
+    for view, pairs in _indices_by_view([footprints[i] for i in firsts]).items():
+        pairs = [k for k in pairs if footprints[seconds[k]].view != view]   # same view: b's own box
+        if not pairs:
+            continue
+        u, v, valid = direction_to_view_pixel(view, boundaries[seconds[pairs]])
+        b_boxes[pairs] = np.stack([u.min(axis=1), v.min(axis=1), u.max(axis=1), v.max(axis=1)], axis=1)
+        seen[pairs] = valid.all(axis=1)
+    ax1, ay1, ax2, ay2 = a_boxes.T
+    bx1, by1, bx2, by2 = b_boxes.T
+    inter = (np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0)
+             * np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0))
+    area_a = np.maximum(ax2 - ax1, 0) * np.maximum(ay2 - ay1, 0)
+    area_b = np.maximum(bx2 - bx1, 0) * np.maximum(by2 - by1, 0)
     union = area_a + area_b - inter
-    return inter / max(union, 1e-9), inter / max(min(area_a, area_b), 1e-9)
+    iou = np.where(seen, inter / np.maximum(union, 1e-9), 0.0)
+    ios = np.where(seen, inter / np.maximum(np.minimum(area_a, area_b), 1e-9), 0.0)
+    return iou, ios
 
 
 def merge_footprints(footprints: Sequence[Footprint]) -> list[list[Footprint]]:
@@ -739,12 +749,13 @@ def merge_footprints(footprints: Sequence[Footprint]) -> list[list[Footprint]]:
     # every pairwise angle at once, then the exact test on those pairs only.
     centres, radii, boundaries = _footprint_geometry(footprints)
     angles = np.degrees(np.arccos(np.clip(centres @ centres.T, -1.0, 1.0)))
-    near = np.triu(angles <= radii[:, None] + radii[None, :] + 1e-6, k=1)
-    for i, j in zip(*np.nonzero(near)):
-        iou, ios = max(_overlap(footprints[i], footprints[j], boundaries[j]),
-                       _overlap(footprints[j], footprints[i], boundaries[i]))
-        if iou >= MERGE_IOU or ios >= MERGE_IOS:
-            parent[find(i)] = find(j)
+    near_i, near_j = np.nonzero(np.triu(angles <= radii[:, None] + radii[None, :] + 1e-6, k=1))
+    # Each near pair both ways: b's box in a's view, and a's in b's.
+    iou, ios = _overlaps(footprints, boundaries, np.concatenate([near_i, near_j]), np.concatenate([near_j, near_i]))
+    pairs = len(near_i)
+    same = (np.maximum(iou[:pairs], iou[pairs:]) >= MERGE_IOU) | (np.maximum(ios[:pairs], ios[pairs:]) >= MERGE_IOS)
+    for i, j in zip(near_i[same], near_j[same]):
+        parent[find(i)] = find(j)
     groups: dict[int, list[Footprint]] = {}
     for i in range(count):
         groups.setdefault(find(i), []).append(footprints[i])
