@@ -83,8 +83,9 @@ def make_parser() -> argparse.ArgumentParser:
                              "to local folder DIR (default: off; DIR defaults to ./pii-blur-review). "
                              "Also: pii-blur review REPORT DIR")
     parser.add_argument("--workers", type=int, default=cores,
-                        help=f"local worker processes, and Dask LocalCluster workers (default: number of "
-                             f"cores, here {cores})")
+                        help=f"local worker processes (threads of one process with "
+                             f"--direct_running_mode=multi_threading), and Dask LocalCluster workers "
+                             f"(default: number of cores, here {cores})")
     parser.add_argument("--threads", type=int, default=1,
                         help="model threads per worker process (default: 1, so that --workers processes "
                              "keep that many cores busy without oversubscribing them; raise it when there "
