@@ -42,6 +42,7 @@ moves. XMP that carries a Google GImage/GDepth image raises LosslessUnavailable.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
@@ -496,10 +497,10 @@ def _patch_component(plane, my, mx, factors, grid, block_mask, origin, coef, tab
 def _read_coefficients(path: str, frame: _Frame) -> tuple[object, list[np.ndarray]]:
     import jpeglib  # local: loading libjpeg is only needed on this path
 
-    _use_jpeglib_version()
     try:
-        jpeg = jpeglib.read_dct(path)
-        jpeg.load()
+        with _jpeglib_call():
+            jpeg = jpeglib.read_dct(path)
+            jpeg.load()
     except OSError as error:  # jpeglib's report of a libjpeg error
         raise LosslessUnavailable(f"libjpeg could not read the coefficients: {error}") from error
     coefs = [jpeg.Y] if len(frame.components) == 1 else [jpeg.Y, jpeg.Cb, jpeg.Cr]
@@ -519,19 +520,23 @@ def _ceil_div(a: int, b: int) -> int:
 _JPEGLIB_LOCK = threading.Lock()
 
 
-def _use_jpeglib_version() -> None:
-    """Bind jpeglib to _JPEGLIB_VERSION for the process, once.
+@contextlib.contextmanager
+def _jpeglib_call():
+    """Hold the process's jpeglib lock, bound to _JPEGLIB_VERSION, for one read or write.
 
-    jpeglib keeps the chosen library in one class attribute, and its
-    `with version(...)` block restores the previous one on exit; two threads
-    (Beam's multi_threading workers) inside such blocks would restore each
-    other's choice mid-call. Setting it once, under a lock, has no such race.
+    jpeglib is not thread-safe: its C side keeps the markers of the file
+    being read in global arrays, and two concurrent reads (Beam's
+    multi_threading workers) crashed the process about one run in ten. Its
+    `with version(...)` block also restores the previous library on exit,
+    under another thread's feet. So every call runs under one lock, and the
+    version is set once.
     """
     import jpeglib
 
     with _JPEGLIB_LOCK:
         if jpeglib.version.get() != _JPEGLIB_VERSION and _JPEGLIB_VERSION in jpeglib.version.versions():
             jpeglib.version.set(_JPEGLIB_VERSION)
+        yield
 
 
 def _encode(jpeg, folder: str, source: bytes, layout: _Layout, frame: _Frame) -> tuple[bytes, dict]:
@@ -539,9 +544,9 @@ def _encode(jpeg, folder: str, source: bytes, layout: _Layout, frame: _Frame) ->
     restart interval and Huffman policy. Returns the new file and how it was made."""
     standard = _uses_standard_huffman(source, layout, frame)
     path = os.path.join(folder, "coefficients.jpg")
-    _use_jpeglib_version()
     try:
-        jpeg.write_dct(path, flags=[] if standard else ["+OPTIMIZE_CODING"])
+        with _jpeglib_call():
+            jpeg.write_dct(path, flags=[] if standard else ["+OPTIMIZE_CODING"])
     except OSError as error:
         raise LosslessUnavailable(f"libjpeg could not write the coefficients: {error}") from error
     with open(path, "rb") as handle:
