@@ -57,9 +57,11 @@ class _Graph:
     def own_constant(self, name: str) -> bool:
         return name in self.values and len(self.consumers[name]) == 1
 
-    def only_consumer(self, name: str):
+    def only_consumer(self, name: str, op_type: str):
+        """The one node that reads `name`, if it is an `op_type` and `name` is no graph output; else None."""
         users = self.consumers[name]
-        return users[0] if len(users) == 1 and name not in self.outputs else None
+        one = len(users) == 1 and name not in self.outputs and users[0].op_type == op_type
+        return users[0] if one else None
 
     def set_constant(self, name: str, array: np.ndarray) -> None:
         self.values[name] = array
@@ -71,14 +73,14 @@ class _Graph:
 
     def affine_after(self, name: str):
         """(mul, add, scale, shift) when `name` feeds only x * scale (+ shift), else None."""
-        mul = self.only_consumer(name)
-        if mul is None or mul.op_type != "Mul":
+        mul = self.only_consumer(name, "Mul")
+        if mul is None:
             return None
         scale = self.scalar(_other(mul, name))
         if scale is None:
             return None
-        add = self.only_consumer(mul.output[0])
-        shift = self.scalar(_other(add, mul.output[0])) if add is not None and add.op_type == "Add" else None
+        add = self.only_consumer(mul.output[0], "Add")
+        shift = self.scalar(_other(add, mul.output[0])) if add is not None else None
         return (mul, add, scale, shift) if shift is not None else (mul, None, scale, 0.0)
 
     def conv_weight_and_bias(self, conv: onnx.NodeProto):
@@ -149,15 +151,15 @@ def _rewrite_hard_swishes(g: _Graph) -> int:
         if operand is None or operand[1] != 3.0:
             continue
         x = operand[0]
-        clip = g.only_consumer(add.output[0])
-        if clip is None or clip.op_type != "Clip" or len(clip.input) != 3 \
+        clip = g.only_consumer(add.output[0], "Clip")
+        if clip is None or len(clip.input) != 3 \
                 or g.scalar(clip.input[1]) != 0.0 or g.scalar(clip.input[2]) != 6.0:
             continue
-        mul = g.only_consumer(clip.output[0])
-        if mul is None or mul.op_type != "Mul" or _other(mul, clip.output[0]) != x:
+        mul = g.only_consumer(clip.output[0], "Mul")
+        if mul is None or _other(mul, clip.output[0]) != x:
             continue
-        div = g.only_consumer(mul.output[0])
-        if div is None or div.op_type != "Div" or div.input[0] != mul.output[0] or g.scalar(div.input[1]) != 6.0:
+        div = g.only_consumer(mul.output[0], "Div")
+        if div is None or div.input[0] != mul.output[0] or g.scalar(div.input[1]) != 6.0:
             continue
         gate = helper.make_node("HardSigmoid", [x], [add.output[0] + "_gate"], alpha=1.0 / 6.0, beta=0.5)
         g.replaced[id(add)] = [gate, helper.make_node("Mul", [x, gate.output[0]], [div.output[0]])]
@@ -173,12 +175,12 @@ def _fold_affines_into_the_next_conv(g: _Graph) -> int:
         if operand is None:
             continue
         x, scale = operand
-        add = g.only_consumer(mul.output[0])
-        if add is None or add.op_type != "Add" or g.scalar(_other(add, mul.output[0])) is None:
+        add = g.only_consumer(mul.output[0], "Add")
+        shift = None if add is None else g.scalar(_other(add, mul.output[0]))
+        if shift is None:
             continue
-        shift = g.scalar(_other(add, mul.output[0]))
-        conv = g.only_consumer(add.output[0])
-        if conv is None or conv.op_type != "Conv" or conv.input[0] != add.output[0]:
+        conv = g.only_consumer(add.output[0], "Conv")
+        if conv is None or conv.input[0] != add.output[0]:
             continue
         attributes = {a.name: a for a in conv.attribute}
         padded = "pads" in attributes and any(attributes["pads"].ints)
