@@ -63,6 +63,12 @@ def run(source: str, output: str, extra: list[str]) -> dict:
             "summary": lines[-1]}
 
 
+def _slowest_busy(result: dict, workers: int) -> float:
+    """Busy seconds of the busiest worker; a threads run reports one process, whose seconds its workers share."""
+    busy = result["busy"].values()
+    return max(busy) if len(busy) >= workers else sum(busy) / workers
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pano_dir")
@@ -93,16 +99,20 @@ def main() -> int:
         speedup = statistics.median(base["seconds"] / r["seconds"] for base, r in zip(results["local1"], runs))
         workers = int(RUNS[name][RUNS[name].index("--workers") + 1])
         # a threads run reports one process: its busy seconds are shared by its workers
-        fixed = statistics.median(r["seconds"] - (max(r["busy"].values()) if len(r["busy"]) >= workers
-                                                  else sum(r["busy"].values()) / workers) for r in runs)
+        fixed = statistics.median(r["seconds"] - _slowest_busy(r, workers) for r in runs)
+        # the per-file work alone: one worker's busy seconds against the busiest worker's (threads: their share)
+        work_speedup = statistics.median(sum(base["busy"].values()) / _slowest_busy(r, workers)
+                                         for base, r in zip(results["local1"], runs))
         print(f"{name:8} {seconds:6.1f} s  {60 * args.count / seconds:6.2f} panos/min  x{speedup:.2f} vs 1 worker  "
+              f"(work alone x{work_speedup:.2f})  "
               f"peak RSS {max(r['peak_mib'] for r in runs):.0f} MiB  "
               f"files per worker {sorted(runs[-1]['workers'].values())}  "
               f"failed {sum(r['summary']['failed'] for r in runs)}  start-up, shuffle and tail {fixed:.1f} s")
     print(f"({args.count} panoramas, {args.repeats} interleaved repeats, medians; 'x' is the median of each "
           f"repeat's throughput against local1; --threads defaults to 1; busy: the seconds of the report's "
           f"per-file timings, summed per worker process; a threads run reports one process, whose "
-          f"busy seconds count as shared equally by its workers)")
+          f"busy seconds count as shared equally by its workers; 'work alone': local1's busy seconds "
+          f"against the busiest worker's, start-up and tail left out)")
     shutil.rmtree(scratch, ignore_errors=True)
     return 0
 

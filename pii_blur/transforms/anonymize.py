@@ -74,7 +74,7 @@ def describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-class _AnonymizeFn(beam.DoFn):
+class AnonymizeFn(beam.DoFn):
     """InputFile -> FileReport, writing the copied or blurred output on the way.
 
     Models are loaded once per worker process and shared by all its threads
@@ -218,4 +218,4 @@ class AnonymizeImages(beam.PTransform):
         self.config = config
 
     def expand(self, inputs):
-        return inputs | "Anonymize" >> beam.ParDo(_AnonymizeFn(self.config))
+        return inputs | "Anonymize" >> beam.ParDo(AnonymizeFn(self.config))
