@@ -1,20 +1,27 @@
-"""Sniffing, decoding and encoding images. Pure Pillow/numpy, no Beam.
+"""Sniffing, decoding and encoding images. Pillow, OpenCV and numpy, no Beam.
 
 Pixels are handled as stored in the file; EXIF orientation is only applied to
-the copy that goes to the detectors (see geometry.py).
+the copy that goes to the detectors (see geometry.py). They keep their depth
+and colour space: 16-bit PNG and TIFF stay 16-bit (OpenCV reads and writes the
+colour ones, which Pillow can only read as 8-bit), and CMYK JPEG and TIFF stay
+CMYK, so the ICC profile that metadata.py copies back still describes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import re
 import struct
 import warnings
 from typing import Optional
 
+import cv2
 import numpy as np
-from PIL import Image, ImageFile, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, UnidentifiedImageError
+
+from pii_blur.geometry import to_upright
 
 # Refuse truncated files instead of silently padding them with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -83,9 +90,11 @@ def _looks_like_bmp(head: bytes) -> bool:
 class DecodedImage:
     """An image decoded from bytes.
 
-    pixels: HxW (grey) or HxWxC array as stored, C in {3: RGB, 4: RGBA},
-        dtype uint8 or uint16.
-    mode: the Pillow mode that `pixels` round-trips through.
+    pixels: HxW (grey) or HxWxC array as stored, C in {3: RGB, 4: RGBA or
+        CMYK}, dtype uint8 or uint16 (16-bit grey, RGB and RGBA).
+    mode: the Pillow mode that `pixels` round-trips through: L, RGB, RGBA,
+        CMYK (ink amounts, 0 = none, as Pillow gives them) or I;16; RGB;16 and
+        RGBA;16 for 16-bit colour, which Pillow has no mode for.
     orientation: EXIF orientation 1..8 (1 when absent).
     source: the Pillow image, kept for encoder settings (JPEG tables etc.).
     """
@@ -105,13 +114,21 @@ class DecodedImage:
     def width(self) -> int:
         return self.pixels.shape[1]
 
-    def rgb8(self) -> np.ndarray:
-        """HxWx3 uint8 RGB copy of the stored pixels, for the detectors."""
-        return to_rgb8(self.pixels)
+    def rgb8(self, pixels: Optional[np.ndarray] = None) -> np.ndarray:
+        """HxWx3 uint8 RGB copy of the stored pixels (or of `pixels`, laid out
+        like them, e.g. blurred), for the detectors and thumbnails.
+
+        CMYK goes through the embedded ICC profile to sRGB, as a colour-managed
+        viewer shows it.
+        """
+        pixels = self.pixels if pixels is None else pixels
+        if self.mode == "CMYK":
+            return cmyk_to_rgb8(pixels, self.source.info.get("icc_profile"))
+        return to_rgb8(pixels)
 
 
 def to_rgb8(pixels: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 RGB from grey, RGB or RGBA pixels of uint8 or uint16."""
+    """HxWx3 uint8 RGB from grey, RGB or RGBA pixels of uint8 or uint16 (not CMYK: see cmyk_to_rgb8)."""
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
     if pixels.ndim == 2:
@@ -119,10 +136,35 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, :3])
 
 
-# Modes we blur directly; others are converted to the nearest one first.
-_NATIVE_MODES = {"L": "L", "RGB": "RGB", "RGBA": "RGBA", "I;16": "I;16"}
-_CONVERTED_MODES = {"1": "L", "P": "RGBA", "PA": "RGBA", "LA": "RGBA", "CMYK": "RGB",
-                    "YCbCr": "RGB", "I": "I;16", "I;16B": "I;16", "I;16L": "I;16", "F": "L"}
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+def cmyk_to_rgb8(pixels: np.ndarray, icc_profile: Optional[bytes]) -> np.ndarray:
+    """HxWx3 uint8 sRGB from HxWx4 uint8 CMYK ink amounts (0 = no ink).
+
+    Through `icc_profile` (perceptual intent) when it is a usable CMYK
+    profile; else, as for files without one, by Pillow's naive formula.
+    """
+    image = Image.frombuffer("CMYK", (pixels.shape[1], pixels.shape[0]), np.ascontiguousarray(pixels).tobytes())
+    transform = _cmyk_to_srgb(icc_profile) if icc_profile else None
+    return np.asarray(transform.apply(image) if transform else image.convert("RGB"))
+
+
+@functools.lru_cache(maxsize=8)
+def _cmyk_to_srgb(icc_profile: bytes) -> Optional[ImageCms.ImageCmsTransform]:
+    """A CMYK -> sRGB transform through an embedded profile; None if it is not a usable CMYK profile."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        return ImageCms.buildTransform(profile, _SRGB, "CMYK", "RGB")   # perceptual intent
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):   # broken, or an RGB profile in a CMYK file
+        return None
+
+
+# Modes we blur directly (and CMYK, which only JPEG and TIFF hold); others
+# are converted to the nearest one first.
+_NATIVE_MODES = {"L": "L", "RGB": "RGB", "RGBA": "RGBA", "I;16": "I;16", "CMYK": "CMYK"}
+_CONVERTED_MODES = {"1": "L", "P": "RGBA", "PA": "RGBA", "LA": "RGBA", "YCbCr": "RGB",
+                    "I": "I;16", "I;16B": "I;16", "I;16L": "I;16", "F": "L"}
 
 
 def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
@@ -149,6 +191,8 @@ def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
                 raise ImageError(f"image too large: {width}x{height} pixels (limit {limit})")
             if width < 1 or height < 1:
                 raise ImageError(f"corrupt {fmt}: {width}x{height} pixels")
+            # Pillow turns a TIFF upright as it loads it, and drops the tag.
+            tiff_orientation = _orientation(image) if fmt == "tiff" else 1
             image.load()
     except ImageError:
         raise
@@ -163,16 +207,91 @@ def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
     # multi-frame files (TIFF pages, animated WebP) would keep unblurred frames.
     if fmt != "jpeg" and getattr(image, "n_frames", 1) > 1:
         raise ImageError(f"multi-frame {fmt} is not supported")
-    mode = _NATIVE_MODES.get(image.mode) or _CONVERTED_MODES.get(image.mode)
-    if mode is None:
-        raise ImageError(f"unsupported pixel mode {image.mode}")
-    converted = image if mode == image.mode else image.convert(mode if mode != "I;16" else "I")
-    pixels = np.array(converted)
-    if mode == "I;16":
-        pixels = np.clip(pixels, 0, 65535).astype(np.uint16)
-    orientation = _orientation(image)
+    orientation = tiff_orientation if fmt == "tiff" else _orientation(image)
+    if _is_sixteen_bit_colour(data, fmt, image):
+        pixels = _decode_sixteen_bit_colour(data, fmt, image, orientation)
+        mode = "RGB;16" if pixels.shape[2] == 3 else "RGBA;16"
+    else:
+        mode = _NATIVE_MODES.get(image.mode) or _CONVERTED_MODES.get(image.mode)
+        if mode is None:
+            raise ImageError(f"unsupported pixel mode {image.mode}")
+        converted = image if mode == image.mode else image.convert(mode if mode != "I;16" else "I")
+        pixels = np.array(converted)
+        if mode == "I;16":
+            pixels = np.clip(pixels, 0, 65535).astype(np.uint16)
+        if _turned_upright_by_pillow(image, orientation):
+            pixels = np.ascontiguousarray(to_upright(pixels, _INVERSE_ORIENTATION.get(orientation, orientation)))
     return DecodedImage(fmt, pixels, mode, int(orientation), image,
                         webp_lossless=fmt == "webp" and _webp_is_lossless(data))
+
+
+# The EXIF orientation that undoes each one (the others undo themselves).
+_INVERSE_ORIENTATION = {6: 8, 8: 6}
+
+
+def _turned_upright_by_pillow(image: Image.Image, orientation: int) -> bool:
+    """Whether Pillow applied a TIFF's `orientation` to the pixels while loading them.
+
+    Pillow 12 does (and drops the Orientation tag); stored pixels are what is
+    blurred and written back, under the tag that metadata.py copies.
+    """
+    return image.format == "TIFF" and orientation != 1 and _TIFF_ORIENTATION not in image.tag_v2
+
+
+_PNG_BIT_DEPTH_OFFSET = 24   # in the IHDR chunk, which always comes first
+_TIFF_BITS_PER_SAMPLE = 258
+_TIFF_ORIENTATION = 0x0112
+
+
+def _is_sixteen_bit_colour(data: bytes, fmt: str, image: Image.Image) -> bool:
+    """A PNG or TIFF with 16 bits per sample and colour or alpha, which Pillow reduces to 8 bits.
+
+    16-bit grey without alpha is not included: Pillow reads it exactly (I;16).
+    """
+    if image.mode not in ("RGB", "RGBA", "LA"):
+        return False
+    if fmt == "png":
+        return len(data) > _PNG_BIT_DEPTH_OFFSET and data[_PNG_BIT_DEPTH_OFFSET] == 16
+    if fmt == "tiff":
+        bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, ())
+        return bool(bits) and all(b == 16 for b in (bits if isinstance(bits, tuple) else (bits,)))
+    return False
+
+
+def _decode_sixteen_bit_colour(data: bytes, fmt: str, image: Image.Image, orientation: int) -> np.ndarray:
+    """HxWx3 RGB or HxWx4 RGBA uint16 pixels as stored, read with OpenCV.
+
+    Grey with alpha comes back as RGBA. OpenCV applies a TIFF's Orientation
+    tag whatever the flags, so it gets a copy with the tag set to 1.
+    image: the file as Pillow loaded it; orientation: as read before loading.
+
+    Raises:
+        ImageError: OpenCV cannot read it, or reads something else than Pillow did.
+    """
+    if fmt == "tiff" and orientation != 1:
+        data = _tiff_orientation_cleared(data)
+    width, height = image.size
+    if _turned_upright_by_pillow(image, orientation) and orientation > 4:
+        width, height = height, width
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if (pixels is None or pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4)
+            or pixels.shape[:2] != (height, width)):
+        raise ImageError(f"unsupported 16-bit {fmt}: OpenCV cannot read its pixels")
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if pixels.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+
+
+def _tiff_orientation_cleared(data: bytes) -> bytes:
+    """A copy of a TIFF whose first IFD's Orientation entry (a SHORT or LONG) says 1."""
+    order = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack_from(order + "I", data, 4)[0]
+    count = struct.unpack_from(order + "H", data, ifd)[0]
+    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        tag, kind = struct.unpack_from(order + "HH", data, entry)
+        if tag == _TIFF_ORIENTATION and kind in (3, 4):
+            patched = bytearray(data)
+            struct.pack_into(order + ("H" if kind == 3 else "I"), patched, entry + 8, 1)
+            return bytes(patched)
+    return data
 
 
 def _orientation(image: Image.Image) -> int:
@@ -218,11 +337,18 @@ def encode(image: DecodedImage, pixels: np.ndarray) -> bytes:
     """Encode `pixels` (same shape and dtype as image.pixels) in the input's format.
 
     JPEG keeps the source's quantisation tables and chroma subsampling, so the
-    quality matches the original; PNG and TIFF are lossless; WebP is written
-    lossless when the source was, else at quality 95. No metadata is written:
-    metadata.py restores it from the source file.
+    quality matches the original; PNG and TIFF are lossless, 16-bit ones stay
+    16-bit; CMYK stays CMYK; WebP is written lossless when the source was,
+    else at quality 95. No metadata is written: metadata.py restores it from
+    the source file.
     """
-    out = Image.fromarray(np.ascontiguousarray(pixels.astype(image.pixels.dtype, copy=False)))
+    pixels = np.ascontiguousarray(pixels.astype(image.pixels.dtype, copy=False))
+    if pixels.dtype == np.uint16 and image.format in ("png", "tiff"):
+        return _encode_sixteen_bit(image, pixels)
+    if image.mode == "CMYK":
+        out = Image.frombuffer("CMYK", (pixels.shape[1], pixels.shape[0]), pixels.tobytes())
+    else:
+        out = Image.fromarray(pixels)
     buffer = io.BytesIO()
     source = image.source
     if image.format == "jpeg":
@@ -239,10 +365,7 @@ def encode(image: DecodedImage, pixels: np.ndarray) -> bytes:
     elif image.format == "png":
         out.save(buffer, "PNG", compress_level=6)
     elif image.format == "tiff":
-        compression = source.info.get("compression", "raw")
-        if compression not in ("raw", "tiff_lzw", "tiff_adobe_deflate", "packbits"):
-            compression = "tiff_adobe_deflate"  # never re-encode lossy inside a TIFF
-        out.save(buffer, "TIFF", compression=compression)
+        out.save(buffer, "TIFF", compression=_tiff_compression(source))
     elif image.format == "webp":
         if image.webp_lossless:
             out.save(buffer, "WEBP", lossless=True, quality=100, method=4)
@@ -251,6 +374,30 @@ def encode(image: DecodedImage, pixels: np.ndarray) -> bytes:
     else:
         raise ImageError(f"cannot encode {image.format}")
     return buffer.getvalue()
+
+
+# Pillow's names of the lossless TIFF compressions, and their TIFF codes for OpenCV.
+_TIFF_COMPRESSIONS = {"raw": 1, "tiff_lzw": 5, "tiff_adobe_deflate": 8, "packbits": 32773}
+
+
+def _tiff_compression(source: Image.Image) -> str:
+    """The source's TIFF compression if lossless, else Deflate: never re-encode lossy inside a TIFF."""
+    compression = source.info.get("compression", "raw")
+    return compression if compression in _TIFF_COMPRESSIONS else "tiff_adobe_deflate"
+
+
+def _encode_sixteen_bit(image: DecodedImage, pixels: np.ndarray) -> bytes:
+    """PNG or TIFF of HxW grey, HxWx3 RGB or HxWx4 RGBA uint16 pixels, with OpenCV."""
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    if image.format == "png":
+        ok, encoded = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    else:
+        code = _TIFF_COMPRESSIONS[_tiff_compression(image.source)]
+        ok, encoded = cv2.imencode(".tiff", pixels, [cv2.IMWRITE_TIFF_COMPRESSION, code])
+    if not ok:
+        raise ImageError(f"OpenCV could not encode a 16-bit {image.format}")
+    return encoded.tobytes()
 
 
 def encode_thumbnail(pixels_rgb: np.ndarray, max_side: int = 160) -> bytes:
