@@ -397,7 +397,36 @@ def _encode_sixteen_bit(image: DecodedImage, pixels: np.ndarray) -> bytes:
         ok, encoded = cv2.imencode(".tiff", pixels, [cv2.IMWRITE_TIFF_COMPRESSION, code])
     if not ok:
         raise ImageError(f"OpenCV could not encode a 16-bit {image.format}")
+    if image.format == "tiff" and pixels.ndim == 3 and pixels.shape[2] == 4:
+        extra = image.source.tag_v2.get(_TIFF_EXTRA_SAMPLES, (_UNASSOCIATED_ALPHA,))
+        return _with_extra_samples(encoded.tobytes(), extra[0] if isinstance(extra, tuple) else extra)
     return encoded.tobytes()
+
+
+_TIFF_EXTRA_SAMPLES = 338
+_UNASSOCIATED_ALPHA = 2   # an ExtraSamples value; 1 is premultiplied alpha
+
+
+def _with_extra_samples(tiff: bytes, extra_samples: int) -> bytes:
+    """An RGBA TIFF whose first IFD says, in an ExtraSamples entry, what the fourth sample is.
+
+    OpenCV leaves the entry out, so readers need not take that sample for
+    alpha. The IFD is rewritten, with the entry, at the end of the file.
+    """
+    order = "<" if tiff[:2] == b"II" else ">"
+    ifd = struct.unpack_from(order + "I", tiff, 4)[0]
+    count = struct.unpack_from(order + "H", tiff, ifd)[0]
+    entries = [tiff[start:start + 12] for start in range(ifd + 2, ifd + 2 + 12 * count, 12)]
+    if any(struct.unpack_from(order + "H", entry)[0] == _TIFF_EXTRA_SAMPLES for entry in entries):
+        return tiff
+    entries.append(struct.pack(order + "HHIHH", _TIFF_EXTRA_SAMPLES, 3, 1, extra_samples, 0))
+    entries.sort(key=lambda entry: struct.unpack_from(order + "H", entry)[0])
+    next_ifd = tiff[ifd + 2 + 12 * count:ifd + 6 + 12 * count]
+    out = bytearray(tiff) + b"\0" * (len(tiff) % 2)   # IFDs start on a word boundary
+    start = len(out)
+    out += struct.pack(order + "H", len(entries)) + b"".join(entries) + next_ifd
+    struct.pack_into(order + "I", out, 4, start)
+    return bytes(out)
 
 
 def encode_thumbnail(pixels_rgb: np.ndarray, max_side: int = 160) -> bytes:

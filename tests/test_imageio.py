@@ -104,6 +104,16 @@ def test_sixteen_bit_round_trip_is_exact(kind, extension):
     assert np.array_equal(again.pixels, pixels)
 
 
+def test_sixteen_bit_rgba_tiff_says_its_fourth_sample_is_alpha():
+    """OpenCV writes no ExtraSamples entry; without one, libtiff warns and
+    readers may not treat the fourth sample as alpha."""
+    pixels = fidelity_inputs.astronaut16(4)
+    image = imageio.decode(fidelity_inputs.sixteen_bit_bytes(pixels, ".tif"))
+    written = Image.open(io.BytesIO(imageio.encode(image, pixels)))
+    assert written.tag_v2.get(338) == (2,)   # unassociated alpha
+    assert written.tag_v2.get(258) == (16, 16, 16, 16)
+
+
 @pytest.mark.parametrize("make", [fidelity_inputs.rgb16_png, fidelity_inputs.rgb16_tiff])
 def test_sixteen_bit_colour_agrees_with_pillows_eight_bit_reading(make):
     """Pillow reads 48-bit files as their high bytes: a cross-check of channel order, independent of OpenCV."""
