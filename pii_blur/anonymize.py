@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
-from pii_blur import imageio, jpeg, sphere
+from pii_blur import imageio, jpeg, pictures, sphere
 from pii_blur.blur import blur_detections
 from pii_blur.geometry import box_upright_to_stored, to_upright
 from pii_blur.metadata import MetadataWriter
@@ -123,36 +123,87 @@ def _detect_on_sphere(image: imageio.DecodedImage, detectors: Sequence[Detector]
 
 @dataclasses.dataclass(frozen=True)
 class Rendered:
-    """A blurred output file. encoding: how it was made, for the report."""
+    """An output file. encoding: how it was made; pictures: what was done to
+    embedded pictures and metadata (one phrase each), for the report."""
 
     data: bytes
     encoding: str
+    pictures: tuple[str, ...] = ()
 
 
 def render_blurred(image: imageio.DecodedImage, found: Found, source_bytes: bytes,
                    metadata: MetadataWriter) -> Rendered:
-    """The blurred image, encoded in the input's format with the input's metadata.
+    """The blurred image, encoded in the input's format with the input's allowed metadata.
 
     JPEGs are patched block by block (jpeg.py): only DCT blocks under the blur
-    change and every metadata segment stays byte-identical. Where that is not
-    possible, and for other formats, the whole image is re-encoded and
-    exiftool restores the metadata. Either way the EXIF thumbnail is
-    regenerated from the blurred pixels (EXIF thumbnails use the stored
-    layout) and embedded previews are dropped.
+    change and every allowed metadata segment stays byte-identical. Where
+    that is not possible, and for other formats, the whole image is
+    re-encoded and exiftool restores the metadata. Either way pictures.clean
+    keeps only allow-listed metadata, the EXIF thumbnail is regenerated from
+    the blurred pixels (EXIF thumbnails use the stored layout), every other
+    embedded picture is removed, and the result is checked for pictures.
+
+    Raises:
+        pictures.PictureError, MetadataError: the output could not be made safe.
     """
     if found.on_sphere is not None:
         blurred = sphere.blur_on_sphere(image.pixels, found.on_sphere)
     else:
         blurred = blur_detections(image.pixels, found.to_blur)
-    thumbnail = imageio.encode_thumbnail(imageio.to_rgb8(blurred))
+    return _render(image, blurred, source_bytes, metadata)
+
+
+def render_cleaned(image: imageio.DecodedImage, source_bytes: bytes, metadata: MetadataWriter) -> Rendered:
+    """The input with its pixels untouched and only allowed metadata, no embedded picture
+    but an EXIF thumbnail rebuilt from its own pixels.
+
+    For an input in which nothing was found but whose embedded pictures do
+    not show what its pixels show (stale_pictures). JPEG, PNG and WebP keep
+    their image data byte for byte; TIFF is re-encoded losslessly.
+    """
+    if image.format in ("png", "webp"):
+        data, actions = pictures.clean(source_bytes, None)
+        pictures.verify(data, None)
+        return Rendered(data, "metadata-cleaned", tuple(actions))
+    return _render(image, image.pixels, source_bytes, metadata)
+
+
+def stale_pictures(image: imageio.DecodedImage, source_bytes: bytes) -> list[str]:
+    """Embedded pictures of an input that are not faithful copies of its pixels, described.
+
+    An input in which nothing was found may be copied byte for byte only when
+    this is empty: a preview left from before an edit may still show a face
+    that the photo no longer does. A picture that cannot be decoded, or
+    metadata that cannot be parsed, counts as stale.
+    """
+    try:
+        found = pictures.find(source_bytes)
+    except pictures.PictureError as error:
+        return [f"metadata cannot be checked: {error}"]
+    if not found:
+        return []
+    photo = imageio.to_rgb8(image.pixels)
+    return [p.describe() for p in found if not pictures.shows_the_photo(p.data, photo)]
+
+
+def _render(image: imageio.DecodedImage, pixels, source_bytes: bytes, metadata: MetadataWriter) -> Rendered:
+    """`pixels` (image.pixels' layout) encoded in the input's format with its allowed metadata."""
+    thumbnail = imageio.encode_thumbnail(imageio.to_rgb8(pixels))
+    try:
+        in_source = [f"{p.describe()} removed" for p in pictures.find(source_bytes)]
+    except pictures.PictureError as error:
+        in_source = [f"input metadata not parsed ({error}): allow-listed tags only"]
     fallback_reason = ""
     if image.format == "jpeg":
         try:
-            data, _stats = jpeg.patch_jpeg_blocks(source_bytes, blurred, jpeg.changed_pixel_mask(image.pixels, blurred),
-                                                  thumbnail_jpeg=thumbnail)
-            return Rendered(data, "jpeg-dct-blocks")
-        except jpeg.LosslessUnavailable as error:
+            data, _stats = jpeg.patch_jpeg_blocks(source_bytes, pixels, jpeg.changed_pixel_mask(image.pixels, pixels))
+            data, actions = pictures.clean(data, thumbnail)
+            pictures.verify(data, thumbnail)
+            return Rendered(data, "jpeg-dct-blocks", tuple(dict.fromkeys(in_source + actions)))
+        except (jpeg.LosslessUnavailable, pictures.PictureError) as error:
             fallback_reason = f" (block patch unavailable: {error})"
-    encoded = imageio.encode(image, blurred)
+    encoded = imageio.encode(image, pixels)
     data = metadata.restore(source_bytes, encoded, FILE_EXTENSIONS[image.format], thumbnail)
-    return Rendered(data, "full-reencode" + fallback_reason)
+    data, actions = pictures.clean(data, thumbnail)
+    pictures.verify(data, thumbnail)
+    return Rendered(data, "full-reencode" + fallback_reason, tuple(dict.fromkeys(in_source + actions)))

@@ -18,6 +18,7 @@ import time
 from importlib import resources
 
 import apache_beam as beam
+import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pii_blur import pipeline as pii_pipeline
@@ -111,6 +112,8 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
         parser.error("--workers must be at least 1")
     if known.threads < 1:
         parser.error("--threads must be at least 1")
+    if known.max_pixels < 1:
+        parser.error("--max-pixels must be at least 1")
     classes = tuple(c.strip() for c in known.classes.split(",") if c.strip())
     models = ()
     if known.models:
@@ -134,15 +137,36 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
         config = prepare_models(config)
     except (ValueError, ImportError, OSError, RuntimeError) as error:
         parser.error(f"cannot use the models: {error}")
-    if storage.is_same_or_inside(known.output, storage.glob_prefix(known.input) or "."):
-        parser.error("OUTPUT must not be INPUT or inside it")
-    if storage.is_local_file(known.output):
-        parser.error(f"OUTPUT {known.output} is an existing file; it must be a folder (quote globs in INPUT)")
-    report = known.report or storage.join_url(known.output, REPORT_NAME)
+    report = _check_locations(parser, known)
     args = pii_pipeline.RunArgs(input=known.input, output=known.output, report=report,
                                 config=config, started_at=time.time(), workers=known.workers,
                                 review=known.review)
     return args, runners.plan(pipeline_args, known.workers, known.dask_address)
+
+
+def _check_locations(parser: argparse.ArgumentParser, known: argparse.Namespace) -> str:
+    """Refuse INPUT, OUTPUT and --report that are empty, missing, unwritable, or
+    would write over an input; returns the report's URL."""
+    for name, value in (("INPUT", known.input), ("OUTPUT", known.output), ("--report", known.report)):
+        if value is not None and not value.strip():
+            parser.error(f"{name} is empty (an unset shell variable?)")
+    input_root = storage.input_root(known.input)
+    if storage.is_local_path(input_root) and not storage.exists(input_root):
+        parser.error(f"INPUT not found: {known.input}")
+    if storage.is_same_or_inside(known.output, input_root):
+        parser.error("OUTPUT must not be INPUT or inside it")
+    if storage.is_local_file(known.output):
+        parser.error(f"OUTPUT {known.output} is an existing file; it must be a folder (quote globs in INPUT)")
+    report = known.report or storage.join_url(known.output, REPORT_NAME)
+    if storage.is_same_or_inside(report, input_root):
+        parser.error(f"--report {report} must not be an input or lie inside INPUT")
+    if storage.is_local_path(report) and os.path.islink(fsspec.core.split_protocol(report)[1]):
+        parser.error(f"--report {report} is a symbolic link; name the file itself")
+    for name, folder in (("OUTPUT", known.output), ("--report", storage.parent_url(report))):
+        problem = storage.unwritable(folder)
+        if problem:
+            parser.error(f"{name} folder {folder} cannot be written: {problem}")
+    return report
 
 
 def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
@@ -154,9 +178,10 @@ def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
     if removed:
         LOG.warning("removed %d temporary files left by an interrupted run", removed)
     if runner.is_dask:   # the DaskRunner needs the inputs listed at launch (runners.dask_args)
-        args = dataclasses.replace(args, inputs=tuple(list_inputs(args.input, args.output)))
+        args = dataclasses.replace(args, inputs=tuple(list_inputs(args.input, args.output, args.report)))
     elif runner.is_fnapi and args.workers > 1:   # to give each worker an equal share (MatchImages)
-        args = dataclasses.replace(args, inputs=tuple(list_inputs(args.input, args.output)), shares=args.workers)
+        args = dataclasses.replace(args, inputs=tuple(list_inputs(args.input, args.output, args.report)),
+                                   shares=args.workers)
     monitor = contextlib.nullcontext()
     if runner.is_local:
         progress_dir = progress.make_progress_dir()
@@ -175,7 +200,7 @@ def _count_inputs(args: pii_pipeline.RunArgs) -> int:
     """Inputs of the run, for the progress display: those listed at launch, else a listing."""
     if args.inputs is not None:
         return len(args.inputs)
-    return len(list_inputs(args.input, args.output))
+    return len(list_inputs(args.input, args.output, args.report))
 
 
 def _run_beam(args: pii_pipeline.RunArgs, beam_args: list[str]) -> None:
@@ -199,8 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         return review.main(argv[1:])
     args, runner = parse_args(argv)
     gc.freeze()   # the launcher's imports stay alive to the end: spare them the collection at exit (0.7 s)
-    summary = run(args, runner)
-    print(f"pii-blur: {summary['files']} files: {summary['copied']} copied, {summary['blurred']} blurred, "
+    try:
+        summary = run(args, runner)
+    except FileNotFoundError as error:   # INPUT vanished, or a remote INPUT that matches nothing
+        print(f"pii-blur: error: {error}", file=sys.stderr)
+        return 2
+    print(f"pii-blur: {summary['files']} files: {summary['copied']} copied, {summary['cleaned']} cleaned of "
+          f"stale previews, {summary['blurred']} blurred, "
           f"{summary['skipped']} skipped, {summary['failed']} failed in {summary['total_seconds']:.1f} s; "
           f"report: {args.report}")
     if args.review:

@@ -31,13 +31,7 @@ Why this route. Measured on GSAD0049.JPG (5760x2880, 4:2:2) on a shared
 libjpeg errors surface as LosslessUnavailable, never as a process exit; the
 caller should still have decoded the file (imageio.decode) first.
 
-Embedded pictures: `remove_or_replace_previews` replaces (or removes) the EXIF
-IFD1 thumbnail in place and removes the MPF APP2 segment together with
-everything after the primary image's EOI (MPF previews, motion-photo videos,
-vendor trailers). It blanks the xmp:Thumbnails of an XMP packet with spaces,
-and zeroes any other complete JPEG stream found inside an APPn/COM segment
-(maker-note previews, Photoshop thumbnails), keeping its length so no offset
-moves. XMP that carries a Google GImage/GDepth image raises LosslessUnavailable.
+Embedded pictures are not handled here: pictures.py cleans the result.
 """
 
 from __future__ import annotations
@@ -47,7 +41,6 @@ import dataclasses
 import functools
 import io
 import os
-import re
 import shutil
 import struct
 import subprocess
@@ -61,18 +54,10 @@ SOI, EOI, SOS, DHT, DQT, DRI, DAC = 0xD8, 0xD9, 0xDA, 0xC4, 0xDB, 0xDD, 0xCC
 COM = 0xFE
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {DHT, 0xC8, DAC}
 _SUPPORTED_SOF = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}
-_MAX_SEGMENT_PAYLOAD = 65533
+MAX_SEGMENT_PAYLOAD = 65533  # bytes in one marker segment after its length field
 _JPEGLIB_VERSION = "turbo210"  # libjpeg-turbo writes about 1.7x faster than jpeglib's default 6b
 _TILE_CHUNK = 4096  # MCUs converted per batch, bounds memory for large masks
 _JPEGTRAN_TIMEOUT_S = 120
-
-_EXIF_ID = b"Exif\x00"
-_XMP_ID = b"http://ns.adobe.com/xap/1.0/\x00"
-_XMP_EXTENSION_ID = b"http://ns.adobe.com/xmp/extension/\x00"
-_MPF_ID = b"MPF\x00"
-# XMP properties that hold a whole picture as base64.
-_XMP_PICTURE_PROPERTIES = (b"xmpGImg:image", b"GImage:Data", b"GDepth:Data")
-_XMP_THUMBNAILS = re.compile(rb"<([\w.-]+):Thumbnails\b[^>]*(?<!/)>.*?</\1:Thumbnails\s*>", re.DOTALL)
 
 
 class LosslessUnavailable(Exception):
@@ -135,6 +120,20 @@ def _entropy_markers(data: bytes, pos: int) -> tuple[list[int], list[int]]:
     code = arr[ff + 1]
     keep = (code != 0x00) & (code != 0xFF) & ((code < 0xD0) | (code > 0xD7))
     return (ff[keep] + pos).tolist(), code[keep].tolist()
+
+
+def is_header_marker(marker: int) -> bool:
+    """True for the markers of segments that may come between SOI and SOS."""
+    return marker in _SOF_MARKERS or marker in (DHT, DQT, DRI, DAC, COM) or 0xE0 <= marker <= 0xEF
+
+
+def parse_layout(data: bytes) -> _Layout:
+    """Where the header segments, scans and end of a JPEG file are.
+
+    Raises:
+        LosslessUnavailable: not a well-formed JPEG.
+    """
+    return _parse(data)
 
 
 def _parse(data: bytes) -> _Layout:
@@ -630,33 +629,30 @@ def _splice(source: bytes, layout: _Layout, frame: _Frame, encoded: bytes) -> by
 # --------------------------------------------------------------------------- public API
 
 
-def patch_jpeg_blocks(source: bytes, blurred_pixels: np.ndarray, blur_mask: np.ndarray, *,
-                      thumbnail_jpeg: bytes | None = None) -> tuple[bytes, dict]:
+def patch_jpeg_blocks(source: bytes, blurred_pixels: np.ndarray, blur_mask: np.ndarray) -> tuple[bytes, dict]:
     """Blur a JPEG by recomputing only the DCT blocks that intersect `blur_mask`.
 
     source: the original JPEG file.
     blurred_pixels: HxWx3 RGB uint8 (HxW uint8 for grayscale), stored layout
         (EXIF orientation not applied), same size as the JPEG.
     blur_mask: HxW bool, True where the blur changed pixels (see changed_pixel_mask).
-    thumbnail_jpeg: new EXIF thumbnail of the blurred image, or None to remove
-        the source's; see remove_or_replace_previews, which this calls, so the
-        result never carries a picture of the unblurred scene.
 
     Blocks that intersect the mask (per component, respecting chroma
     subsampling) are recomputed from blurred_pixels and quantised with the
     source's tables; every other block keeps its coefficients bit-identical.
-    APPn/COM/DQT/SOF segments are kept byte for byte and in order, apart from
-    the embedded pictures. Progressive scan scripts and restart intervals are
-    reproduced.
+    APPn/COM/DQT/SOF segments are kept byte for byte and in order; anything
+    after the EOI is left out. Embedded pictures are still there: clean the
+    result with pictures.clean. Progressive scan scripts and restart
+    intervals are reproduced.
 
     Returns (jpeg_bytes, stats). stats has blocks_total, blocks_changed (blocks
     whose coefficients differ), blocks_recomputed (blocks under the mask),
-    method, encoder, huffman, progressive, restart_interval, previews (what
-    remove_or_replace_previews did), timings (seconds per stage) and seconds.
+    method, encoder, huffman, progressive, restart_interval, timings (seconds
+    per stage) and seconds.
 
     Raises:
         LosslessUnavailable: CMYK/YCCK, RGB-coded, arithmetic-coded, lossless,
-            12-bit or malformed JPEGs, or an embedded picture that can't be removed.
+            12-bit or malformed JPEGs.
         ValueError: pixels or mask of the wrong shape or dtype.
     """
     clock = _Clock()
@@ -689,11 +685,9 @@ def patch_jpeg_blocks(source: bytes, blurred_pixels: np.ndarray, blur_mask: np.n
             stats.update(encoder="none", huffman="source")
             patched = source[:layout.eoi_end]
         clock.lap("encode")
-    result, stats["previews"] = _strip_previews(patched, thumbnail_jpeg)
-    clock.lap("previews")
     stats["timings"] = clock.laps
     stats["seconds"] = round(sum(clock.laps.values()), 4)
-    return result, stats
+    return patched, stats
 
 
 class _Clock:
@@ -717,182 +711,3 @@ def _check_inputs(frame: _Frame, pixels: np.ndarray, mask: np.ndarray) -> None:
         raise ValueError(f"blurred_pixels must be uint8 of {size}, got {pixels.dtype} {pixels.shape}")
     if len(frame.components) == 3 and (pixels.ndim != 3 or pixels.shape[2] < 3):
         raise ValueError("a colour JPEG needs HxWx3 RGB blurred_pixels")
-
-
-def remove_or_replace_previews(jpeg: bytes, thumbnail_jpeg: bytes | None) -> bytes:
-    """Make sure no embedded picture of the unblurred scene survives.
-
-    - EXIF IFD1 thumbnail: replaced by `thumbnail_jpeg` (a small JPEG of the
-      blurred image), or removed (IFD1 unlinked) when it is None or too big for
-      the APP1 segment. The old bytes are zeroed. No thumbnail is added to a
-      file that had none.
-    - MPF: the APP2 'MPF' segment and everything after the primary image's EOI
-      (the MPF previews, and any other trailer) are removed.
-    - XMP: xmp:Thumbnails elements are blanked with spaces (same length).
-    - Any other complete JPEG inside an APPn/COM segment (maker-note preview,
-      Photoshop thumbnail) is zeroed in place.
-    All other APPn/COM segments stay byte-identical, and so do the scans.
-
-    Raises:
-        LosslessUnavailable: malformed JPEG or EXIF, or a picture in XMP that
-            can't be blanked (Google GImage/GDepth data).
-    """
-    return _strip_previews(jpeg, thumbnail_jpeg)[0]
-
-
-def _strip_previews(jpeg: bytes, thumbnail_jpeg: bytes | None) -> tuple[bytes, list[str]]:
-    """remove_or_replace_previews, also returning what it did."""
-    layout = _parse(jpeg)
-    actions: list[str] = []
-    parts = [b"\xff\xd8"]
-    for seg in layout.header:
-        body = seg.payload(jpeg)
-        if seg.marker == 0xE2 and body.startswith(_MPF_ID):
-            actions.append("MPF segment removed")
-            continue
-        keep = None
-        if seg.marker == 0xE1 and body.startswith(_EXIF_ID):
-            body, keep, action = _replace_exif_thumbnail(body, thumbnail_jpeg)
-            actions += [action] if action else []
-        elif seg.marker == 0xE0 and body.startswith((b"JFIF\x00", b"JFXX\x00")):
-            body, action = _blank_jfif_thumbnail(body)
-            actions += [action] if action else []
-        elif seg.marker == 0xE1 and body.startswith((_XMP_ID, _XMP_EXTENSION_ID)):
-            body, action = _blank_xmp_thumbnails(body)
-            actions += [action] if action else []
-        if 0xE0 <= seg.marker <= 0xEF or seg.marker == COM:
-            body, blanked = _blank_embedded_jpegs(body, keep)
-            if blanked:
-                actions.append(f"APP{seg.marker - 0xE0} embedded JPEG zeroed ({blanked} bytes)"
-                               if seg.marker != COM else f"COM embedded JPEG zeroed ({blanked} bytes)")
-        parts.append(bytes([0xFF, seg.marker]) + (len(body) + 2).to_bytes(2, "big") + body)
-    parts.append(jpeg[layout.scan_start:layout.eoi_end])
-    if len(jpeg) > layout.eoi_end:
-        actions.append(f"{len(jpeg) - layout.eoi_end} bytes after EOI removed")
-    return b"".join(parts), actions
-
-
-def _replace_exif_thumbnail(
-        body: bytes, thumbnail: bytes | None) -> tuple[bytes, tuple[int, int] | None, str]:
-    """Replace or remove the IFD1 thumbnail of an APP1 EXIF payload.
-
-    Returns (new payload, span of the new thumbnail in it or None, action or '').
-    """
-    tiff = bytearray(body[6:])
-    found = _find_exif_thumbnail(tiff)
-    if found is None:
-        return body, None, ""
-    order, link, offset_at, length_at, offset, length = found
-    tiff[offset:offset + length] = bytes(length)  # no unblurred pixel stays behind
-    if offset + length == len(tiff):
-        del tiff[offset:]
-    padding = len(tiff) % 2
-    if thumbnail is None or 6 + len(tiff) + padding + len(thumbnail) > _MAX_SEGMENT_PAYLOAD:
-        struct.pack_into(order + "I", tiff, link, 0)  # unlink IFD1
-        reason = "" if thumbnail is None else " (replacement too large)"
-        return body[:6] + bytes(tiff), None, "EXIF thumbnail removed" + reason
-    tiff += bytes(padding)
-    struct.pack_into(order + "I", tiff, offset_at, len(tiff))
-    struct.pack_into(order + "I", tiff, length_at, len(thumbnail))
-    start = 6 + len(tiff)
-    tiff += thumbnail
-    return body[:6] + bytes(tiff), (start, start + len(thumbnail)), "EXIF thumbnail replaced"
-
-
-def _find_exif_thumbnail(tiff: bytearray):
-    """Locate the IFD1 JPEG thumbnail in TIFF-structured EXIF data.
-
-    Returns (byte order, offset of IFD0's next-IFD link, offsets of the
-    JPEGInterchangeFormat and ...Length values, thumbnail offset, length), or
-    None when there is no thumbnail.
-    """
-    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
-        raise LosslessUnavailable("malformed EXIF header")
-    order = "<" if tiff[:2] == b"II" else ">"
-
-    def read(fmt: str, at: int) -> int:
-        if at < 0 or at + struct.calcsize(fmt) > len(tiff):
-            raise LosslessUnavailable("malformed EXIF IFD")
-        return struct.unpack_from(order + fmt, tiff, at)[0]
-
-    ifd0 = read("I", 4)
-    link = ifd0 + 2 + 12 * read("H", ifd0)
-    ifd1 = read("I", link)
-    if ifd1 == 0:
-        return None
-    entries = {}
-    for i in range(read("H", ifd1)):
-        at = ifd1 + 2 + 12 * i
-        entries[read("H", at)] = (read("H", at + 2), at + 8)
-    if 0x0201 not in entries:
-        if 0x0111 in entries:
-            raise LosslessUnavailable("uncompressed EXIF thumbnail is not supported")
-        return None
-    (type_off, offset_at), (type_len, length_at) = entries[0x0201], entries.get(0x0202, (0, 0))
-    if type_off != 4 or type_len != 4:
-        raise LosslessUnavailable("malformed EXIF thumbnail tags")
-    offset, length = read("I", offset_at), read("I", length_at)
-    if offset < 8 or offset + length > len(tiff):
-        raise LosslessUnavailable("EXIF thumbnail points outside the EXIF segment")
-    return order, link, offset_at, length_at, offset, length
-
-
-def _blank_jfif_thumbnail(body: bytes) -> tuple[bytes, str]:
-    """Zero the uncompressed thumbnail of a JFIF APP0 or a JFXX palette/RGB
-    thumbnail (JFXX JPEG thumbnails are left to _blank_embedded_jpegs)."""
-    if body.startswith(b"JFIF\x00") and len(body) >= 14 and body[12] * body[13]:
-        start = 14
-    elif body.startswith(b"JFXX\x00") and len(body) >= 8 and body[5] in (0x11, 0x13):
-        start = 8
-    else:
-        return body, ""
-    if not any(body[start:]):
-        return body, ""
-    return body[:start] + bytes(len(body) - start), "JFIF thumbnail zeroed"
-
-
-def _blank_xmp_thumbnails(body: bytes) -> tuple[bytes, str]:
-    """Replace xmp:Thumbnails elements by spaces of the same length."""
-    blanked, count = _XMP_THUMBNAILS.subn(lambda m: b" " * len(m.group(0)), body)
-    for name in _XMP_PICTURE_PROPERTIES:
-        if name in blanked:
-            raise LosslessUnavailable(f"XMP carries an embedded image ({name.decode()})")
-    return blanked, f"XMP thumbnail blanked ({count})" if count else ""
-
-
-def _blank_embedded_jpegs(body: bytes, keep: tuple[int, int] | None) -> tuple[bytes, int]:
-    """Zero every complete (or segment-truncated) JPEG stream inside `body`,
-    except the span `keep`. Returns the new payload and how many bytes were zeroed."""
-    out, blanked, cursor = None, 0, 0
-    for match in re.finditer(rb"\xff\xd8\xff", body):
-        start = match.start()
-        if start < cursor or (keep and keep[0] <= start < keep[1]):
-            continue
-        end = _embedded_jpeg_end(body, start)
-        if end is None:
-            continue
-        out = out if out is not None else bytearray(body)
-        out[start:end] = bytes(end - start)
-        blanked += end - start
-        cursor = end
-    return (bytes(out) if out is not None else body), blanked
-
-
-def _embedded_jpeg_end(body: bytes, start: int) -> int | None:
-    """End of the JPEG stream starting at `start`, or None if the bytes there
-    are not a JPEG (an SOI followed by well-formed segments up to an SOS).
-    A stream cut off by the end of `body` ends there."""
-    pos, seen = start + 2, 0
-    while pos + 4 <= len(body) and body[pos] == 0xFF:
-        marker = body[pos + 1]
-        if not (marker in _SOF_MARKERS or marker in (DHT, DQT, DRI, SOS, COM) or 0xE0 <= marker <= 0xEF):
-            return None
-        end = pos + 2 + int.from_bytes(body[pos + 2:pos + 4], "big")
-        if end > len(body):
-            return len(body) if seen >= 1 else None
-        seen += 1
-        if marker == SOS:
-            eoi = body.find(b"\xff\xd9", end)
-            return len(body) if eoi < 0 else eoi + 2
-        pos = end
-    return len(body) if seen >= 2 and pos >= len(body) else None

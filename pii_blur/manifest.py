@@ -15,7 +15,7 @@ import json
 from typing import Optional
 
 from pii_blur import __version__, storage
-from pii_blur.types import FileReport, InputFile, Status
+from pii_blur.types import FileReport, InputFile
 
 
 def settings_fingerprint(classes, min_probability: float, projection: str) -> str:
@@ -26,19 +26,25 @@ def settings_fingerprint(classes, min_probability: float, projection: str) -> st
 
 
 def load_current(input_file: InputFile, fingerprint: str) -> Optional[FileReport]:
-    """The finished report for this input if its output is still current, else None."""
+    """The finished report for this input if its output is still current, else None.
+
+    Anything unexpected about the record (missing, unreadable, a folder, not
+    JSON, JSON of another shape) means "redo this input", never an error.
+    """
     if not input_file.manifest_url or input_file.version is None:
         return None
     try:
         record = json.loads(storage.read_bytes(input_file.manifest_url))
-    except (FileNotFoundError, ValueError):
+        current = (record.get("size") == input_file.size and record.get("version") == input_file.version
+                   and record.get("fingerprint") == fingerprint)
+        if not current:
+            return None
+        report = FileReport.from_json(record["report"])
+        if report.path != input_file.url:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    current = (record.get("size") == input_file.size and record.get("version") == input_file.version
-               and record.get("fingerprint") == fingerprint)
-    if not current:
-        return None
-    report = FileReport.from_json(record["report"])
-    if report.status in (Status.COPIED, Status.BLURRED) and not storage.exists(input_file.output_url):
+    if report.output and not storage.exists(input_file.output_url):
         return None
     report.resumed = True
     report.timings = {}
@@ -51,4 +57,5 @@ def record_finished(input_file: InputFile, report: FileReport, fingerprint: str)
         return
     record = {"size": input_file.size, "version": input_file.version, "fingerprint": fingerprint,
               "report": report.to_json()}
-    storage.write_atomic(input_file.manifest_url, json.dumps(record, sort_keys=True).encode())
+    storage.write_atomic(input_file.manifest_url, json.dumps(record, sort_keys=True).encode(),
+                         root=input_file.output_root)

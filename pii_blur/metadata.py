@@ -1,9 +1,12 @@
 """Restoring metadata onto blurred images with one long-lived exiftool process.
 
-Everything is copied from the source file (EXIF including GPS, XMP including
-GPano, IPTC, ICC profile, maker notes) except embedded pictures, which would
-show the unblurred scene: the EXIF thumbnail is regenerated from the blurred
-pixels when the source had one, and preview images are dropped.
+Only known metadata is copied from the source file, by an allow-list of
+groups: EXIF (GPS and orientation included), XMP (GPano included), IPTC and
+the ICC profile. Maker notes, vendor segments and everything else stay
+behind. Embedded pictures would show the unblurred scene: the EXIF thumbnail
+is regenerated from the blurred pixels when the source had one, and the
+picture-carrying tags below are never copied. pictures.py then scans the
+result for any picture that slipped through under another name.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from unittest import mock
 
 import exiftool
 
-# Tags that hold pictures of the scene; never copied from the unblurred source.
-EMBEDDED_PICTURE_TAGS = ("ThumbnailImage", "PreviewImage", "JpgFromRaw", "OtherImage",
-                         "ThumbnailTIFF", "PreviewTIFF", "XMP-xmp:Thumbnails", "XMP-GImage:Data",
-                         "XMP-GDepth:Data", "XMP-GDepth:Confidence")
+# Metadata groups copied from the source (exiftool group names).
+COPIED_GROUPS = ("EXIF:all", "XMP:all", "IPTC:all", "ICC_Profile")
+# Tags inside those groups that hold pictures of the scene, by exiftool's own
+# names (`exiftool -listx`): never copied from the unblurred source.
+EMBEDDED_PICTURE_TAGS = ("EXIF:ThumbnailImage", "EXIF:PreviewImage", "EXIF:JpgFromRaw", "EXIF:OtherImage",
+                         "EXIF:ThumbnailTIFF", "XMP-xmp:ThumbnailsImage", "XMP-GImage:all", "XMP-GDepth:all",
+                         "XMP-xmpGImg:all", "XMP-GCamera:all")
 
 
 class MetadataError(RuntimeError):
@@ -93,8 +99,8 @@ class MetadataWriter:
                 handle.write(source_bytes)
             with open(target, "wb") as handle:
                 handle.write(target_bytes)
-            args = ["-overwrite_original", "-TagsFromFile", source, "-all:all", "-unsafe", "-icc_profile"]
-            args += [f"-{tag}=" for tag in EMBEDDED_PICTURE_TAGS]
+            args = ["-overwrite_original", "-TagsFromFile", source, *(f"-{group}" for group in COPIED_GROUPS)]
+            args += [f"--{tag}" for tag in EMBEDDED_PICTURE_TAGS]
             if thumbnail_jpeg is not None and self.has_thumbnail(source):
                 thumbnail = os.path.join(folder, "thumbnail.jpg")
                 with open(thumbnail, "wb") as handle:

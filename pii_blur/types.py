@@ -11,6 +11,7 @@ class Status(str, enum.Enum):
     """What happened to one input file."""
 
     COPIED = "copied"    # nothing found: output is a byte-identical copy
+    CLEANED = "cleaned"  # nothing found, but stale embedded pictures: output has them removed, pixels untouched
     BLURRED = "blurred"  # something found: output re-encoded with blur
     SKIPPED = "skipped"  # not an image (by content): no output
     FAILED = "failed"    # could not be processed safely: no output
@@ -66,8 +67,11 @@ class InputFile:
     """An input found by matching: its URL, its version, and where its output goes.
 
     size: bytes, as listed. version: the store's etag, or else its
-    modification time, as a string. manifest_url: where the record of the
-    finished output is kept, for resuming.
+    modification and change times, as a string (storage.file_version).
+    manifest_url: where the record of the finished output is kept, for
+    resuming. output_root: OUTPUT, below which writes never follow links.
+    problem: why this entry cannot be processed, found while listing (a
+    folder that could not be read, a reserved name), or ''.
     """
 
     url: str
@@ -76,11 +80,18 @@ class InputFile:
     manifest_url: str = ""
     size: Optional[int] = None
     version: Optional[str] = None
+    problem: str = ""
+    output_root: str = ""
 
 
 @dataclasses.dataclass
 class FileReport:
-    """One line of the report: the fate of one input file."""
+    """One line of the report: the fate of one input file.
+
+    pictures: what was done to the embedded pictures and metadata of the
+    output (e.g. 'APP1 XMP: jpeg (base64, 5120 bytes) removed'); for a
+    `cleaned` file, also the stale pictures that made it so.
+    """
 
     path: str
     status: Status
@@ -94,6 +105,7 @@ class FileReport:
     projection: str = ""
     worker: str = ""
     resumed: bool = False
+    pictures: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -109,6 +121,7 @@ class FileReport:
             "projection": self.projection,
             "worker": self.worker,
             "resumed": self.resumed,
+            "pictures": list(self.pictures),
         }
 
     @classmethod
@@ -120,4 +133,4 @@ class FileReport:
                    timings=record.get("timings", {}), size_bytes=record.get("size_bytes"),
                    encoding=record.get("encoding", ""), projection=record.get("projection", ""),
                    worker=record.get("worker", ""),
-                   resumed=record.get("resumed", False))
+                   resumed=record.get("resumed", False), pictures=list(record.get("pictures", [])))

@@ -8,6 +8,10 @@ returns {relative path: expected kind}. Kinds:
 - ``blurred``: good images of a face (the astronaut, 256x256 upright) in an
   awkward encoding; the face must be found and blurred.
 - ``copied``: good images with nothing to blur, copied byte for byte.
+- ``cleaned``: good images with nothing to blur whose embedded pictures
+  (thumbnails, previews, pictures hidden in metadata) show something else,
+  such as a face that an editor covered in the photo itself. Their output
+  keeps the pixels and loses the pictures.
 - ``damaged``: bit-flipped files. A flip may land where no decoder can see
   it (pixel data of an uncompressed TIFF, a JPEG's entropy-coded data), so
   these must end ``failed``, or be processed like any image; never a crash.
@@ -23,6 +27,7 @@ and prints a count per kind.
 
 from __future__ import annotations
 
+import base64
 import collections
 import io
 import os
@@ -286,6 +291,8 @@ def make_corpus(folder: str, good_images: dict[str, np.ndarray]) -> dict[str, st
     _absurd_exif(corpus, face)
     _odd_names(corpus, face, tiny)
     _links_and_specials(corpus, face, tiny)
+    _hidden_pictures(corpus, face, plain)
+    _reserved_names(corpus, face, tiny)
     return corpus.kinds
 
 
@@ -522,6 +529,135 @@ def _links_and_specials(corpus: _Corpus, face: np.ndarray, tiny: np.ndarray) -> 
         fifo = os.path.join(corpus.folder, "links", "fifo.jpg")
         os.mkfifo(fifo)
         corpus.kinds["links/fifo.jpg"] = "failed"
+
+
+# --------------------------------------------------------------------------- pictures in metadata
+
+
+def segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def with_segments(jpeg_data: bytes, *segments: bytes) -> bytes:
+    """Insert raw marker segments right after SOI (and a JFIF APP0, if any)."""
+    at = 2
+    if jpeg_data[2:4] == b"\xff\xe0":
+        at = 4 + struct.unpack(">H", jpeg_data[4:6])[0]
+    return jpeg_data[:at] + b"".join(segments) + jpeg_data[at:]
+
+
+def exif_with_thumbnail(thumbnail: bytes) -> bytes:
+    """A TIFF-structured EXIF payload with an IFD0 and an IFD1 JPEG thumbnail."""
+    head = b"II*\x00" + long(8)
+    ifd0 = ifd([(ORIENTATION_TAG, 3, 1, short(1))], 26)                          # 8 .. 26
+    ifd1 = ifd([(0x0201, 4, 1, long(56)), (0x0202, 4, 1, long(len(thumbnail)))], 0)  # 26 .. 56
+    return head + ifd0 + ifd1 + thumbnail
+
+
+def xmp_packet(properties: str, namespaces: str = "", prefix: str = "xmp") -> bytes:
+    return ("<?xpacket begin='' id='W5M0MpCehiHzreSzNTczkc9d'?><x:xmpmeta xmlns:x='adobe:ns:meta/'>"
+            "<rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>"
+            f"<rdf:Description rdf:about='' xmlns:{prefix}='http://ns.adobe.com/xap/1.0/' {namespaces}>"
+            f"{properties}</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end='w'?>").encode()
+
+
+def xmp_segment(packet: bytes) -> bytes:
+    return segment(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + packet)
+
+
+def extended_xmp_segments(packet: bytes, guid: bytes = b"0" * 32) -> list[bytes]:
+    """APP1 extended-XMP segments carrying `packet` in chunks, as the XMP spec lays them out."""
+    chunks, step = [], 60000
+    for offset in range(0, len(packet), step):
+        chunks.append(segment(0xE1, b"http://ns.adobe.com/xmp/extension/\x00" + guid
+                              + struct.pack(">II", len(packet), offset) + packet[offset:offset + step]))
+    return chunks
+
+
+def thumbnail_of(rgb: np.ndarray, side: int = 160) -> bytes:
+    image = Image.fromarray(rgb)
+    image.thumbnail((side, side))
+    return encode(np.asarray(image), "JPEG", quality=85)
+
+
+def _covered(face: np.ndarray) -> np.ndarray:
+    """The face photo after an editor painted over the face: nothing left to find."""
+    scale = face.shape[0] / 512
+    covered = face.copy()
+    covered[int(30 * scale):int(200 * scale), int(150 * scale):int(300 * scale)] = (128, 128, 128)
+    return covered
+
+
+def _hidden_pictures(corpus: _Corpus, face: np.ndarray, plain: np.ndarray) -> None:
+    """Pictures of the face hidden in metadata: none may survive into an output.
+
+    The face photos are blurred; the photos with nothing to find but a stale
+    or foreign picture inside are `cleaned`; those whose previews really show
+    them stay byte-identical copies.
+    """
+    face_jpeg = thumbnail_of(face, 160)
+    face_png = encode(np.asarray(Image.fromarray(face).resize((64, 64))), "PNG")
+    face_b64 = base64.b64encode(face_jpeg).decode()
+    google = ("xmlns:GImage='http://ns.google.com/photos/1.0/image/' "
+              "xmlns:GDepth='http://ns.google.com/photos/1.0/depthmap/'")
+    portrait = xmp_packet(f"<GImage:Mime>image/jpeg</GImage:Mime><GImage:Data>{face_b64}</GImage:Data>"
+                          f"<GDepth:Data>{base64.b64encode(face_png).decode()}</GDepth:Data>", google)
+    thumbnails = xmp_packet("<xmp:Thumbnails><rdf:Alt><rdf:li rdf:parseType='Resource'>"
+                            f"<xmpGImg:image>{face_b64}</xmpGImg:image></rdf:li></rdf:Alt></xmp:Thumbnails>",
+                            "xmlns:xmpGImg='http://ns.adobe.com/xap/1.0/g/img/'")
+    extended = xmp_packet(f"<GImage:Data>{face_b64}</GImage:Data>", google, prefix="xap")
+    main_for_extended = xmp_packet("<xmpNote:HasExtendedXMP>" + "0" * 32 + "</xmpNote:HasExtendedXMP>",
+                                   "xmlns:xmpNote='http://ns.adobe.com/xmp/note/'", prefix="xap")
+    half = len(face_jpeg) // 2
+    in_jpeg = {
+        "google-portrait": [xmp_segment(portrait)],
+        "xmp-thumbnail": [xmp_segment(thumbnails)],
+        "com-base64": [segment(0xFE, face_b64.encode())],
+        "app9-png": [segment(0xE9, face_png)],
+        "app9-split-jpeg": [segment(0xE9, face_jpeg[:half]), segment(0xE9, face_jpeg[half:])],
+        "extended-xmp-xap": [xmp_segment(main_for_extended), *extended_xmp_segments(extended)],
+        "exif-thumbnail": [exif_segment(exif_with_thumbnail(face_jpeg))],
+    }
+    for name, segments in in_jpeg.items():
+        corpus.add(f"pictures/face-{name}.jpg", with_segments(jpeg(face), *segments), "blurred")
+        corpus.add(f"pictures/stale-{name}.jpg", with_segments(jpeg(_covered(face)), *segments), "cleaned")
+    corpus.add("pictures/face-trailer.jpg", jpeg(face) + face_jpeg, "blurred")
+    corpus.add("pictures/stale-trailer.jpg", jpeg(_covered(face)) + face_jpeg, "cleaned")
+    comment = png_chunk(b"tEXt", b"Comment\x00" + face_b64.encode())
+    compressed = png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(face_b64.encode()))
+    private = png_chunk(b"prVt", face_png)
+    for name, chunk in {"text": comment, "ztxt": compressed, "private-chunk": private}.items():
+        for prefix, pixels, kind in (("face", face, "blurred"), ("stale", _covered(face), "cleaned")):
+            data = encode(pixels, "PNG")
+            corpus.add(f"pictures/{prefix}-png-{name}.png", data[:33] + chunk + data[33:], kind)
+    xmp_chunk = b"XMP " + struct.pack("<I", len(portrait)) + portrait + b"\x00" * (len(portrait) % 2)
+    for prefix, pixels, kind in (("face", face, "blurred"), ("stale", _covered(face), "cleaned")):
+        data = encode(pixels, "WEBP", lossless=True)
+        body = data[12:] + xmp_chunk   # a simple (VP8L-only) WebP, its XMP chunk after the image
+        corpus.add(f"pictures/{prefix}-webp-xmp.webp", b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body,
+                   kind)
+        corpus.add(f"pictures/{prefix}-tiff-xmp.tif", tiff_bytes(pixels, tiffinfo={700: portrait}), kind)
+    # Previews that do show the photo: copied byte for byte.
+    plain_small = np.asarray(Image.fromarray(plain).resize((320, 240)))
+    corpus.add("pictures/plain-own-exif-thumbnail.jpg",
+               with_segments(jpeg(plain_small), exif_segment(exif_with_thumbnail(thumbnail_of(plain_small)))),
+               "copied")
+    corpus.add("pictures/plain-own-xmp-thumbnail.jpg", with_segments(jpeg(plain_small), xmp_segment(xmp_packet(
+        "<xmp:Thumbnails><rdf:Alt><rdf:li rdf:parseType='Resource'><xmpGImg:image>"
+        f"{base64.b64encode(thumbnail_of(plain_small)).decode()}</xmpGImg:image></rdf:li></rdf:Alt></xmp:Thumbnails>",
+        "xmlns:xmpGImg='http://ns.adobe.com/xap/1.0/g/img/'"))), "copied")
+
+
+def _reserved_names(corpus: _Corpus, face: np.ndarray, tiny: np.ndarray) -> None:
+    """Inputs named like pii-blur's own files: processed like any other where
+    that is safe, refused with a reason where the output would land on the
+    run's own files."""
+    corpus.add("reserved/photo.pii-blur-tmp-1.jpg", jpeg(face), "blurred")
+    corpus.add("reserved/.pii-blur-tmp-x.jpg", jpeg(tiny), "copied")
+    corpus.add("reserved/.pii-blur-tmp-" + "0123456789abcdef" * 2, jpeg(tiny), "failed")
+    corpus.add(".pii-blur/manifest/photo.jpg", jpeg(tiny), "failed")
+    corpus.add("pii-blur-report.jsonl", jpeg(tiny), "failed")       # would be the default report's path
+    corpus.add("reserved/pii-blur-report.jsonl", jpeg(face), "blurred")   # a report name elsewhere is fine
 
 
 def _main(argv: list[str]) -> int:

@@ -43,6 +43,13 @@ COCO_NAMES = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 4: "airplane
 
 
 @pytest.fixture(autouse=True)
+def input_folders(tmp_path):
+    """parse_args refuses a missing INPUT; these tests name tmp_path/in and tmp_path/a."""
+    for name in ("in", "a"):
+        (tmp_path / name).mkdir(exist_ok=True)
+
+
+@pytest.fixture(autouse=True)
 def model_cache(tmp_path, monkeypatch):
     """Every test gets an empty model cache."""
     cache = tmp_path / "model-cache"
@@ -376,7 +383,7 @@ def test_seed_mode_blurs_whole_persons_and_vehicles_with_the_seed_ellipse(tmp_pa
                                      for label in ("person", "car", "truck")})
     rng = np.random.default_rng(5)
     photo = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    (tmp_path / "in").mkdir()
+    (tmp_path / "in").mkdir(exist_ok=True)
     Image.fromarray(photo).save(tmp_path / "in" / "street.png")
     args, _ = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--classes", "person,car,truck",
                               "--models", config])

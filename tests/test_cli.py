@@ -9,6 +9,13 @@ from conftest import jpeg_bytes
 from pii_blur import cli
 
 
+@pytest.fixture(autouse=True)
+def input_folders(tmp_path):
+    """parse_args refuses a missing INPUT; these tests name tmp_path/in and tmp_path/a."""
+    for name in ("in", "a"):
+        (tmp_path / name).mkdir(exist_ok=True)
+
+
 def test_defaults_and_local_runner(tmp_path):
     args, runner = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", "2"])
     beam_args = runner.beam_args
@@ -71,7 +78,7 @@ def test_cli_end_to_end_with_two_worker_processes(tmp_path, astronaut):
     result = subprocess.run([sys.executable, "-m", "pii_blur.cli", str(source), str(tmp_path / "blurred"), "40",
                              "--workers", "2"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr[-2000:]     # one file failed
-    assert "3 files: 1 copied, 1 blurred, 0 skipped, 1 failed" in result.stdout
+    assert "3 files: 1 copied, 0 cleaned of stale previews, 1 blurred, 0 skipped, 1 failed" in result.stdout
     assert (tmp_path / "blurred/deep/er/rocket.jpg").read_bytes() == (source / "deep/er/rocket.jpg").read_bytes()
     assert (tmp_path / "blurred/face.jpg").exists() and not (tmp_path / "blurred/broken.jpg").exists()
     lines = (tmp_path / "blurred/pii-blur-report.jsonl").read_text().splitlines()
@@ -80,7 +87,6 @@ def test_cli_end_to_end_with_two_worker_processes(tmp_path, astronaut):
 
 
 def test_output_that_is_an_existing_file_is_refused(tmp_path, capsys):
-    (tmp_path / "in").mkdir()
     (tmp_path / "b.jpg").write_bytes(b"x")
     with pytest.raises(SystemExit):
         cli.parse_args([str(tmp_path / "in"), str(tmp_path / "b.jpg")])

@@ -13,14 +13,19 @@ and write code), which keeps the run to well under a minute.
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 
+import cv2
+import numpy as np
 import pytest
 import skimage.data
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -28,7 +33,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy, jpeg_bytes
 from hostile_corpus import FACE_SIDE, make_corpus, png_zero_bomb
 
-from pii_blur import cli, imageio, pipeline, storage
+from pii_blur import cli, imageio, pictures, pipeline, storage
 from pii_blur.config import REPORT_NAME, BlurConfig
 from pii_blur.geometry import box_upright_to_stored
 
@@ -36,7 +41,7 @@ from pii_blur.geometry import box_upright_to_stored
 pytestmark = pytest.mark.filterwarnings("ignore:(Corrupt EXIF data|Truncated File Read):UserWarning")
 
 LOCAL = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
-PROCESSED = ("copied", "blurred")
+PROCESSED = ("copied", "cleaned", "blurred")
 # A face is blurred when the high-frequency energy left in its box is below
 # this share of the original's (as in test_pipeline; measured: at most 0.1).
 BLURRED_ENERGY_RATIO = 0.2
@@ -50,6 +55,7 @@ class CorpusRun:
     records: list[dict]              # report lines, summary excluded
     summary: dict
     seconds: float
+    input_hashes: dict[str, str]     # relative path -> sha256 of every regular file in INPUT before the run
 
     def by_path(self) -> dict[str, dict]:
         prefix = "file://" + os.path.abspath(self.input) + "/"
@@ -65,6 +71,7 @@ def corpus_run(tmp_path_factory) -> CorpusRun:
     root = tmp_path_factory.mktemp("hostile")
     source, output = str(root / "in"), str(root / "out")
     kinds = make_corpus(source, {"face": skimage.data.astronaut(), "plain": skimage.data.rocket()})
+    before = _regular_file_hashes(source)
     args = pipeline.RunArgs(input=source, output=output, report=storage.join_url(output, REPORT_NAME),
                             config=BlurConfig(classes=("face",), threads=1), started_at=time.time())
     started = time.perf_counter()
@@ -74,7 +81,18 @@ def corpus_run(tmp_path_factory) -> CorpusRun:
     with open(args.report, encoding="utf-8") as handle:
         lines = [json.loads(line) for line in handle]
     print(f"\nhostile corpus: {len(kinds)} files in {seconds:.1f} s: {lines[-1]}")
-    return CorpusRun(source, output, kinds, lines[:-1], lines[-1], seconds)
+    return CorpusRun(source, output, kinds, lines[:-1], lines[-1], seconds, before)
+
+
+def _regular_file_hashes(folder: str) -> dict[str, str]:
+    hashes = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as handle:
+                    hashes[os.path.relpath(path, folder)] = hashlib.sha256(handle.read()).hexdigest()
+    return hashes
 
 
 def test_corpus_is_big_and_varied(corpus_run):
@@ -144,9 +162,68 @@ def test_output_holds_exactly_the_processed_files(corpus_run):
 
 def test_good_files_end_as_expected(corpus_run):
     wrong = {relative: (corpus_run.kinds[relative], record["status"], record["reason"])
-             for relative, record in corpus_run.of_kind("copied", "blurred")
+             for relative, record in corpus_run.of_kind("copied", "cleaned", "blurred")
              if record["status"] != corpus_run.kinds[relative]}
     assert not wrong
+
+
+def test_no_input_is_changed(corpus_run):
+    assert _regular_file_hashes(corpus_run.input) == corpus_run.input_hashes
+
+
+def _pictures_anywhere(data: bytes) -> list[bytes]:
+    """Every JPEG or PNG anywhere in a file's bytes after its first few, raw or
+    base64 (at any of the four alignments), whatever structure holds it:
+    an independent search that knows nothing of containers."""
+    found = []
+    for match in re.finditer(rb"\xff\xd8\xff|\x89PNG\r\n\x1a\n", data[16:]):
+        found.append(data[16 + match.start():])
+    text = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    for magic in (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"):
+        for shift in range(3):
+            encoded = base64.b64encode(b"\x00" * shift + magic)[4 if shift else 0:][:4]
+            for match in re.finditer(re.escape(encoded), text):
+                chunk = text[match.start() - (match.start() % 4 if shift else 0):]
+                found.append(base64.b64decode(chunk[:len(chunk) - len(chunk) % 4], validate=False))
+    return found
+
+
+def test_no_picture_of_a_face_survives_in_any_output(corpus_run, face_detector):
+    """0 leaks: every picture found anywhere in every output is decoded. It
+    must be a faithful copy of the output's own pixels (the rebuilt EXIF
+    thumbnail: it shows the blur, which the detector may still call a face),
+    and any other picture must show no face."""
+    leaks, checked = {}, 0
+    for relative, record in corpus_run.by_path().items():
+        if record["status"] not in PROCESSED or record["status"] == "copied":
+            continue
+        with open(os.path.join(corpus_run.output, relative), "rb") as handle:
+            data = handle.read()
+        own = imageio.decode(data).rgb8()
+        for picture in _pictures_anywhere(data):
+            pixels = cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_COLOR)
+            if pixels is None:
+                continue
+            checked += 1
+            rgb = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+            if pictures.shows_the_photo(picture, own):
+                continue
+            faces = [d for d in face_detector.detect([rgb])[0] if d.score >= face_detector.threshold]
+            leaks.setdefault(relative, []).append((rgb.shape, len(faces)))
+    print(f"\nleak check: {checked} embedded pictures decoded in the outputs")
+    assert not leaks
+
+
+def test_cleaned_outputs_keep_their_pixels_and_lose_the_stale_pictures(corpus_run):
+    cleaned = corpus_run.of_kind("cleaned")
+    assert len(cleaned) >= 13
+    for relative, record in cleaned:
+        with open(os.path.join(corpus_run.input, relative), "rb") as source, \
+                open(os.path.join(corpus_run.output, relative), "rb") as output:
+            before, after = source.read(), output.read()
+        assert np.array_equal(imageio.decode(before).pixels, imageio.decode(after).pixels), relative
+        assert any(line.startswith("stale: ") for line in record["pictures"]), relative
+        assert [p for p in pictures.find(after) if not pictures.shows_the_photo(p.data, imageio.decode(after).rgb8())] == []
 
 
 def test_copies_are_byte_identical(corpus_run):
@@ -293,7 +370,7 @@ def test_a_decompression_bomb_cannot_take_a_capped_worker_down(tmp_path, astrona
     print(f"\nmemory cap: normal run's peak address space {peak >> 20} MiB, cap {(peak + headroom) >> 20} MiB")
     capped = _run_cli([str(both), str(tmp_path / "out-both"), "--workers", "1"], address_space=peak + headroom)
     assert capped.returncode == 1, capped.stderr[-3000:]          # 1: a file failed; not a crash
-    assert "2 files: 0 copied, 1 blurred, 0 skipped, 1 failed" in capped.stdout
+    assert "2 files: 0 copied, 0 cleaned of stale previews, 1 blurred, 0 skipped, 1 failed" in capped.stdout
     with open(tmp_path / "out-both" / REPORT_NAME, encoding="utf-8") as handle:
         records = {os.path.basename(r["path"]): r for r in map(json.loads, handle) if "path" in r}
     assert records["bomb.png"]["status"] == "failed" and "too large" in records["bomb.png"]["reason"]

@@ -1,4 +1,4 @@
-"""Tests for pii_blur.jpeg: block-wise JPEG patching and embedded-preview removal.
+"""Tests for pii_blur.jpeg (block-wise JPEG patching) and pii_blur.pictures on JPEGs (embedded-preview removal).
 
 Fixtures are built here from scikit-image's astronaut photo with Pillow,
 jpegtran and exiftool, and the blur is a plain Gaussian inside an ellipse
@@ -20,6 +20,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from pii_blur import jpeg as pjpeg
+from pii_blur import pictures
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -124,6 +125,10 @@ def add_app_segment(data: bytes, marker: int, payload: bytes) -> bytes:
     layout = pjpeg._parse(data)
     insert_at = max(s.end for s in layout.header if 0xE0 <= s.marker <= 0xEF)
     return data[:insert_at] + bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload + data[insert_at:]
+
+
+def clean_previews(data: bytes, thumbnail: bytes | None) -> bytes:
+    return pictures.clean(data, thumbnail)[0]
 
 
 def xmp_with_thumbnail(thumbnail: bytes) -> bytes:
@@ -276,8 +281,8 @@ def test_metadata_is_kept_except_embedded_pictures(astronaut, face_mask, tmp_pat
     source, _, _ = camera_like(astronaut, tmp_path)
     pixels = decode(source)
     thumbnail = thumbnail_of(blur_inside(pixels, face_mask))
-    out, stats = pjpeg.patch_jpeg_blocks(source, blur_inside(pixels, face_mask), face_mask,
-                                         thumbnail_jpeg=thumbnail)
+    patched, _ = pjpeg.patch_jpeg_blocks(source, blur_inside(pixels, face_mask), face_mask)
+    out, actions = pictures.clean(patched, thumbnail)
     (tmp_path / "in.jpg").write_bytes(source)
     (tmp_path / "out.jpg").write_bytes(out)
 
@@ -287,7 +292,7 @@ def test_metadata_is_kept_except_embedded_pictures(astronaut, face_mask, tmp_pat
                 if not line.startswith(skip) and "FileSize" not in line]
     assert tags(tmp_path / "out.jpg") == tags(tmp_path / "in.jpg")
     assert "GPano" in exiftool(tmp_path / "out.jpg", "-a", "-G1", "-s")
-    assert set(stats["previews"]) >= {"EXIF thumbnail replaced", "MPF segment removed"}
+    assert set(actions) >= {"EXIF thumbnail rebuilt from the output", "APP2 MPF segment removed"}
 
     def app_segments(data):
         return [(m, p) for m, p in segments(data) if (0xE0 <= m <= 0xEF or m == pjpeg.COM)
@@ -303,7 +308,7 @@ def test_metadata_is_kept_except_embedded_pictures(astronaut, face_mask, tmp_pat
 def test_exif_thumbnail_is_replaced_and_shows_the_blur(astronaut, face_mask, tmp_path):
     source, old_thumbnail, _ = camera_like(astronaut, tmp_path, mpf=False)
     blurred = blur_inside(decode(source), face_mask)
-    out = pjpeg.remove_or_replace_previews(source, thumbnail_of(blurred))
+    out = clean_previews(source, thumbnail_of(blurred))
     (tmp_path / "out.jpg").write_bytes(out)
 
     extracted = exiftool_binary(tmp_path / "out.jpg", "ThumbnailImage")
@@ -323,7 +328,7 @@ def test_exif_thumbnail_is_replaced_and_shows_the_blur(astronaut, face_mask, tmp
 @needs_exiftool
 def test_exif_thumbnail_is_removed_without_a_replacement(astronaut, tmp_path):
     source, old_thumbnail, _ = camera_like(astronaut, tmp_path, mpf=False)
-    out = pjpeg.remove_or_replace_previews(source, None)
+    out = clean_previews(source, None)
     (tmp_path / "out.jpg").write_bytes(out)
 
     assert exiftool_binary(tmp_path / "out.jpg", "ThumbnailImage") == b""
@@ -338,7 +343,8 @@ def test_mpf_preview_is_removed(astronaut, face_mask, tmp_path):
     assert exiftool_binary(tmp_path / "in.jpg", "MPImage2:PreviewImage") == preview  # the fixture is a real MPF file
 
     pixels = decode(source)
-    out, _ = pjpeg.patch_jpeg_blocks(source, blur_inside(pixels, face_mask), face_mask)
+    patched, _ = pjpeg.patch_jpeg_blocks(source, blur_inside(pixels, face_mask), face_mask)
+    out = clean_previews(patched, None)
     (tmp_path / "out.jpg").write_bytes(out)
     assert "MPF" not in exiftool(tmp_path / "out.jpg", "-a", "-G1", "-s")
     assert middle(preview) not in out
@@ -348,7 +354,7 @@ def test_mpf_preview_is_removed(astronaut, face_mask, tmp_path):
 @needs_exiftool
 def test_remove_or_replace_previews_drops_mpf_and_trailer(astronaut, tmp_path):
     source, _, preview = camera_like(astronaut, tmp_path)
-    out = pjpeg.remove_or_replace_previews(source, None)
+    out = clean_previews(source, None)
     (tmp_path / "out.jpg").write_bytes(out)
 
     assert "MPF" not in exiftool(tmp_path / "out.jpg", "-a", "-G1", "-s")
@@ -360,7 +366,7 @@ def test_remove_or_replace_previews_drops_mpf_and_trailer(astronaut, tmp_path):
 def test_xmp_thumbnail_is_blanked(astronaut, tmp_path):
     old_thumbnail = thumbnail_of(astronaut)
     source = add_app_segment(encode(astronaut), 0xE1, xmp_with_thumbnail(old_thumbnail))
-    out = pjpeg.remove_or_replace_previews(source, None)
+    out = clean_previews(source, None)
 
     xmp_in = next(p for m, p in segments(source) if p.startswith(b"http://ns.adobe.com/xap/1.0/\x00"))
     xmp_out = next(p for m, p in segments(out) if p.startswith(b"http://ns.adobe.com/xap/1.0/\x00"))
@@ -373,7 +379,7 @@ def test_jpeg_hidden_in_another_segment_is_zeroed(astronaut, tmp_path):
     old_thumbnail = thumbnail_of(astronaut)
     payload = b"Photoshop 3.0\x008BIM\x04\x0c\x00\x00" + struct.pack(">I", len(old_thumbnail)) + old_thumbnail
     source = add_app_segment(encode(astronaut), 0xED, payload)
-    out = pjpeg.remove_or_replace_previews(source, None)
+    out = clean_previews(source, None)
 
     app13 = next(p for m, p in segments(out) if m == 0xED)
     assert len(app13) == len(payload) and app13.startswith(b"Photoshop 3.0")
@@ -381,11 +387,12 @@ def test_jpeg_hidden_in_another_segment_is_zeroed(astronaut, tmp_path):
     assert not any(app13[-len(old_thumbnail):])
 
 
-def test_xmp_with_a_google_image_is_refused(astronaut):
+def test_xmp_with_a_google_image_loses_it(astronaut):
+    original = base64.b64encode(thumbnail_of(astronaut))
     source = add_app_segment(encode(astronaut), 0xE1,
-                             b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta GImage:Data='AAAA'/>")
-    with pytest.raises(pjpeg.LosslessUnavailable, match="GImage"):
-        pjpeg.remove_or_replace_previews(source, None)
+                             b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta GImage:Data='" + original + b"'/>")
+    out = clean_previews(source, None)
+    assert original[:64] not in out and b"GImage:Data='" in out
 
 
 def test_cmyk_is_refused(astronaut, face_mask):

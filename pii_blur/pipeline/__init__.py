@@ -44,7 +44,8 @@ def build(pipeline: beam.Pipeline, args: RunArgs):
     """
     reports = (
         pipeline
-        | "Match" >> MatchImages(args.input, args.output, listed=args.inputs, shares=args.shares)
+        | "Match" >> MatchImages(args.input, args.output, listed=args.inputs, shares=args.shares,
+                                report_url=args.report)
         | "Anonymize" >> AnonymizeImages(args.config)
     )
     _ = reports | "Report" >> WriteReport(args.report, args.started_at)

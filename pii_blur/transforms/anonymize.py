@@ -112,6 +112,10 @@ class AnonymizeFn(beam.DoFn):
         yield report
 
     def _process(self, input_file: InputFile) -> FileReport:
+        if input_file.problem:
+            Metrics.counter(NAMESPACE, Status.FAILED.value).inc()
+            LOG.warning("failed: %s: %s", input_file.url, input_file.problem)
+            return self._failed(input_file, input_file.problem)
         fingerprint = self.config.fingerprint()
         if not self.config.force:
             previous = manifest.load_current(input_file, fingerprint)
@@ -168,17 +172,25 @@ class AnonymizeFn(beam.DoFn):
         return _Detected(input_file, data, image, found, timings)
 
     def _copy(self, detected: _Detected) -> FileReport:
-        """Nothing found: the output is the input's exact bytes."""
+        """Nothing found: the output is the input's exact bytes, unless its
+        embedded pictures do not show what its pixels show; then they are removed."""
         started = time.perf_counter()
+        stale = anonymize.stale_pictures(detected.image, detected.data)
+        status, data, actions = Status.COPIED, detected.data, []
         try:
-            storage.write_atomic(detected.input.output_url, detected.data)
+            if stale:
+                rendered = anonymize.render_cleaned(detected.image, detected.data, self.metadata)
+                status, data = Status.CLEANED, rendered.data
+                actions = [f"stale: {description}" for description in stale] + list(rendered.pictures)
+            storage.write_atomic(detected.input.output_url, data, root=detected.input.output_root)
         except Exception as error:  # noqa: BLE001
-            raise _Rejected(self._failed(detected.input, f"write failed: {describe(error)}",
-                                         size_bytes=len(detected.data)))
+            raise _Rejected(self._failed(detected.input, f"clean or write failed: {describe(error)}",
+                                         size_bytes=len(detected.data), pictures=stale))
         detected.timings["write"] = time.perf_counter() - started
-        return FileReport(path=detected.input.url, status=Status.COPIED, output=detected.input.output_url,
+        return FileReport(path=detected.input.url, status=status, output=detected.input.output_url,
                           near_misses=detected.found.near_misses, timings=detected.timings,
-                          size_bytes=len(detected.data), projection=detected.found.projection, worker=worker_id())
+                          size_bytes=len(detected.data), projection=detected.found.projection, worker=worker_id(),
+                          pictures=actions)
 
     def _blur(self, detected: _Detected) -> FileReport:
         """Something found: blur, re-encode with the input's metadata, write."""
@@ -188,7 +200,7 @@ class AnonymizeFn(beam.DoFn):
             rendered = anonymize.render_blurred(detected.image, detected.found, detected.data, self.metadata)
             timings["blur_encode"] = time.perf_counter() - started
             started = time.perf_counter()
-            storage.write_atomic(detected.input.output_url, rendered.data)
+            storage.write_atomic(detected.input.output_url, rendered.data, root=detected.input.output_root)
             timings["write"] = time.perf_counter() - started
         except Exception as error:  # noqa: BLE001
             raise _Rejected(self._failed(detected.input, f"blur or write failed: {describe(error)}",
@@ -198,7 +210,7 @@ class AnonymizeFn(beam.DoFn):
         return FileReport(path=detected.input.url, status=Status.BLURRED, output=detected.input.output_url,
                           detections=found.to_blur, near_misses=found.near_misses, timings=timings,
                           size_bytes=len(detected.data), encoding=rendered.encoding, projection=found.projection,
-                          worker=worker_id())
+                          worker=worker_id(), pictures=list(rendered.pictures))
 
     @staticmethod
     def _failed(input_file: InputFile, reason: str, **fields) -> FileReport:

@@ -20,8 +20,10 @@ class MatchImages(beam.PTransform):
     """
 
     def __init__(self, input_spec: str, output_root: str, listed: Optional[Sequence[InputFile]] = None,
-                 shares: int = 0):
+                 shares: int = 0, report_url: str = ""):
         """listed: inputs already listed at launch, used instead of listing in the pipeline.
+
+        report_url: the run's report, which no output may land on (storage.list_inputs).
 
         shares: with `listed`, fan out that many groups of about equal bytes
         (balanced_groups) instead of single paths, each opened into its files
@@ -35,6 +37,7 @@ class MatchImages(beam.PTransform):
         self.output_root = output_root
         self.listed = listed
         self.shares = shares
+        self.report_url = report_url
 
     def expand(self, pbegin):
         if self.listed is not None and self.shares > 1:
@@ -49,7 +52,8 @@ class MatchImages(beam.PTransform):
             files = (
                 pbegin
                 | "Spec" >> beam.Create([self.input_spec])
-                | "List" >> beam.FlatMap(list_inputs, output_root=self.output_root).with_output_types(InputFile)
+                | "List" >> beam.FlatMap(list_inputs, output_root=self.output_root,
+                                       report_url=self.report_url).with_output_types(InputFile)
             )
         return files | "FanOut" >> beam.Reshuffle()
 
