@@ -220,6 +220,18 @@ def test_cmyk_with_a_broken_profile_falls_back_to_the_naive_conversion():
     assert np.array_equal(image.rgb8(), naive)
 
 
+def test_cmyk_tiff_round_trips_exactly_as_cmyk():
+    pixels = fidelity_inputs.astronaut_cmyk()
+    buffer = io.BytesIO()
+    Image.frombuffer("CMYK", (512, 512), pixels.tobytes()).save(buffer, "TIFF", compression="tiff_lzw",
+                                                                  icc_profile=fidelity_inputs.cmyk_profile())
+    image = imageio.decode(buffer.getvalue())
+    assert image.mode == "CMYK" and np.array_equal(image.pixels, pixels)
+    written = Image.open(io.BytesIO(imageio.encode(image, image.pixels)))
+    assert written.mode == "CMYK" and np.array_equal(np.asarray(written), pixels)
+    assert np.abs(image.rgb8().astype(int) - skimage.data.astronaut()).mean() < 9   # seen through the profile
+
+
 @pytest.mark.parametrize("name", ["cmyk", "ycck"])
 def test_blurred_cmyk_stays_cmyk_with_its_profile_and_colours(name, tmp_path):
     """The output is a CMYK JPEG with the source's CMYK profile (or none), and
