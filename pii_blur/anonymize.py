@@ -182,13 +182,13 @@ def stale_pictures(image: imageio.DecodedImage, source_bytes: bytes) -> list[str
         return [f"metadata cannot be checked: {error}"]
     if not found:
         return []
-    photo = imageio.to_rgb8(image.pixels)
+    photo = image.rgb8()
     return [p.describe() for p in found if not pictures.shows_the_photo(p.data, photo)]
 
 
 def _render(image: imageio.DecodedImage, pixels, source_bytes: bytes, metadata: MetadataWriter) -> Rendered:
     """`pixels` (image.pixels' layout) encoded in the input's format with its allowed metadata."""
-    thumbnail = imageio.encode_thumbnail(imageio.to_rgb8(pixels))
+    thumbnail = imageio.encode_thumbnail(image.rgb8(pixels))
     try:
         in_source = [f"{p.describe()} removed" for p in pictures.find(source_bytes)]
     except pictures.PictureError as error:

@@ -33,7 +33,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy, jpeg_bytes
 from hostile_corpus import FACE_SIDE, make_corpus, png_zero_bomb
 
-from pii_blur import cli, imageio, pictures, pipeline, storage
+from pii_blur import cli, imageio, manifest, pictures, pipeline, storage
 from pii_blur.config import REPORT_NAME, BlurConfig
 from pii_blur.geometry import box_upright_to_stored
 
@@ -317,6 +317,155 @@ def test_long_names_get_a_manifest_name_that_fits(tmp_path):
     storage.write_atomic(listed.output_url, b"y")
     storage.write_atomic(listed.manifest_url, b"{}")
     assert (tmp_path / "out" / name).read_bytes() == b"y"
+
+
+def test_outputs_keep_16_bits_and_cmyk(corpus_run):
+    """Case 12 and 13: 16-bit PNG and TIFF stay 16-bit; CMYK JPEG stays CMYK (with its profile, if any)."""
+    records = corpus_run.by_path()
+    for relative in ("good/face-rgb-16bit.png", "good/face-grey-16bit.png", "good/face-grey-16bit.tif"):
+        assert records[relative]["status"] == "blurred"
+        with open(os.path.join(corpus_run.output, relative), "rb") as handle:
+            assert imageio.decode(handle.read()).pixels.dtype == np.uint16, relative
+    with open(os.path.join(corpus_run.output, "good/face-cmyk.jpg"), "rb") as handle:
+        assert imageio.decode(handle.read()).source.mode == "CMYK"
+
+
+def _cli(arguments: list[str], cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pii_blur.cli", *arguments], capture_output=True, text=True,
+                          timeout=300, check=False, cwd=cwd)
+
+
+def test_a_report_path_on_an_input_is_refused_and_the_input_kept(tmp_path, astronaut):
+    """Case 4: --report naming an input (or a link to one) exits 2 and writes nothing."""
+    (tmp_path / "in").mkdir()
+    photo = jpeg_bytes(astronaut)
+    (tmp_path / "in" / "a.jpg").write_bytes(photo)
+    os.symlink(tmp_path / "in" / "a.jpg", tmp_path / "report-link.jsonl")
+    for report in (tmp_path / "in" / "a.jpg", tmp_path / "in" / "new.jsonl", tmp_path / "report-link.jsonl"):
+        result = _cli([str(tmp_path / "in"), str(tmp_path / "out"), "--report", str(report)])
+        assert result.returncode == 2 and "--report" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "in" / "a.jpg").read_bytes() == photo and not (tmp_path / "out").exists()
+
+
+def test_links_planted_in_output_are_never_written_through(tmp_path, astronaut):
+    """Case 5: OUTPUT/y -> INPUT/y and OUTPUT/a.jpg -> INPUT/a.jpg; the run
+    reports both as failed and leaves every input as it was."""
+    (tmp_path / "in" / "y").mkdir(parents=True)
+    (tmp_path / "out").mkdir()
+    photo, other = jpeg_bytes(astronaut), jpeg_bytes(skimage.data.rocket()[:200, :200])
+    (tmp_path / "in" / "y" / "face.jpg").write_bytes(photo)
+    (tmp_path / "in" / "a.jpg").write_bytes(other)
+    (tmp_path / "in" / "z").mkdir()
+    (tmp_path / "in" / "z" / "face.jpg").write_bytes(photo)
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink("../in/y", tmp_path / "out" / "y")
+    os.symlink("../in/a.jpg", tmp_path / "out" / "a.jpg")
+    os.symlink("../elsewhere", tmp_path / "out" / "z")
+    result = _cli([str(tmp_path / "in"), str(tmp_path / "out"), "--classes", "face", "--workers", "1"])
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert (tmp_path / "in" / "y" / "face.jpg").read_bytes() == photo
+    assert (tmp_path / "in" / "a.jpg").read_bytes() == other
+    with open(tmp_path / "out" / REPORT_NAME, encoding="utf-8") as handle:
+        records = {r["path"].rsplit("/in/", 1)[1]: r for r in map(json.loads, handle) if "path" in r}
+    for relative in ("y/face.jpg", "a.jpg"):      # onto an input: refused before reading
+        assert records[relative]["status"] == "failed" and "overwrite the input" in records[relative]["reason"]
+    assert records["z/face.jpg"]["status"] == "failed" and "symbolic link" in records["z/face.jpg"]["reason"]
+    assert sorted(os.listdir(tmp_path / "in" / "y")) == ["face.jpg"] and os.listdir(tmp_path / "elsewhere") == []
+
+
+def test_write_atomic_refuses_links_below_the_root(tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "out").mkdir()
+    os.symlink(tmp_path / "target", tmp_path / "out" / "sub")
+    with pytest.raises(storage.OutsideOutput):
+        storage.write_atomic(str(tmp_path / "out" / "sub" / "deeper" / "x.jpg"), b"y", root=str(tmp_path / "out"))
+    assert os.listdir(tmp_path / "target") == []
+    storage.write_atomic(str(tmp_path / "out" / "new" / "x.jpg"), b"y", root=str(tmp_path / "out"))
+    assert (tmp_path / "out" / "new" / "x.jpg").read_bytes() == b"y"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["in", ""], "OUTPUT is empty"),                       # case 6: an unset shell variable
+    (["", "out"], "INPUT is empty"),
+    (["in", "out", "--report", ""], "--report is empty"),
+    (["missing", "out"], "INPUT not found"),               # case 14
+    (["in", "out", "--max-pixels", "-5"], "--max-pixels must be at least 1"),
+    (["in", "file/out"], "cannot be written"),             # OUTPUT under a file: nothing can be created there
+])
+def test_bad_locations_exit_2_with_one_line(tmp_path, argv, words):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "file").write_bytes(b"x")
+    result = _cli(argv, cwd=tmp_path)
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["file", "in"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_exits_2_with_one_line(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir(mode=0o555)
+    result = _cli([str(tmp_path / "in"), str(tmp_path / "out")])
+    assert result.returncode == 2 and "cannot be written" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreadable_folder_becomes_a_failed_line(tmp_path, monkeypatch):
+    """Case 7 (as root no folder is unreadable, so the listing error is made by hand)."""
+    for folder in ("open", "locked"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        (tmp_path / "in" / folder / "photo.jpg").write_bytes(b"x")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    listed = {i.relative_path: i for i in storage.list_inputs(str(tmp_path / "in"), str(tmp_path / "out"))}
+    assert set(listed) == {"open/photo.jpg", "locked"}
+    assert listed["locked"].problem == "folder could not be listed: Permission denied"
+    assert not listed["open/photo.jpg"].problem
+
+
+def test_an_input_folder_named_like_a_glob_is_taken_literally(tmp_path):
+    """Case 8: a folder called photos[1] is a folder, not a pattern."""
+    (tmp_path / "photos[1]").mkdir()
+    (tmp_path / "photos[1]" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "photos1").mkdir()
+    (tmp_path / "photos1" / "b.jpg").write_bytes(b"x")
+    assert [i.relative_path for i in storage.list_inputs(str(tmp_path / "photos[1]"), str(tmp_path / "out"))] \
+        == ["a.jpg"]
+    args, _ = cli.parse_args([str(tmp_path / "photos[1]"), str(tmp_path / "out")])
+    assert args.input == str(tmp_path / "photos[1]")
+
+
+def test_content_written_back_with_its_old_mtime_is_a_new_version(tmp_path):
+    """Case 10: same size, `touch -r` restores the mtime; the ctime still moves."""
+    (tmp_path / "in").mkdir()
+    photo = tmp_path / "in" / "a.jpg"
+    photo.write_bytes(b"1" * 100)
+    [before] = storage.list_inputs(str(tmp_path / "in"), str(tmp_path / "out"))
+    stamp = os.stat(photo)
+    time.sleep(0.02)
+    photo.write_bytes(b"2" * 100)
+    os.utime(photo, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    [after] = storage.list_inputs(str(tmp_path / "in"), str(tmp_path / "out"))
+    assert before.size == after.size and before.version != after.version
+
+
+@pytest.mark.parametrize("record", [b"[]", b"{}", b'{"size": 3, "version": 1, "fingerprint": 2, "report": []}',
+                                    b"\xff\xfe", b"null", b'"text"', "folder"])
+def test_a_malformed_manifest_record_means_redo(tmp_path, record):
+    """Case 11: any record of the wrong shape, or a folder in its place, is ignored."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"x")
+    [listed] = storage.list_inputs(str(tmp_path / "in"), str(tmp_path / "out"))
+    path = storage._url_to_fs(listed.manifest_url)[1]
+    os.makedirs(path if record == "folder" else os.path.dirname(path))
+    if record != "folder":
+        with open(path, "wb") as handle:
+            handle.write(record)
+    assert manifest.load_current(listed, "fingerprint") is None
 
 
 # --------------------------------------------------------------------------- memory cap
