@@ -132,7 +132,7 @@ class Report:
         line's, or computed from the entries when the summary is missing."""
         by_status = collections.Counter(e.status for e in self.entries)
         computed = {"files": len(self.entries),
-                    **{s: by_status.get(s, 0) for s in ("copied", "blurred", "skipped", "failed")},
+                    **{s: by_status.get(s, 0) for s in ("copied", "cleaned", "blurred", "skipped", "failed")},
                     "detections": dict(collections.Counter(
                         m.label for e in self.entries if e.status == "blurred" for m in e.detections)),
                     "total_seconds": None}
@@ -439,7 +439,7 @@ def histogram_svg(label: str, scores_hit: Sequence[float], scores_near: Sequence
 def summary_html(report: Report, report_url: str) -> str:
     counts = report.counts()
     statuses = "".join(f'<div class="stat {s}"><b>{esc(counts.get(s, 0))}</b>{s}</div>'
-                       for s in ("files", "copied", "blurred", "skipped", "failed"))
+                       for s in ("files", "copied", "cleaned", "blurred", "skipped", "failed"))
     near_by_class = collections.Counter(m.label for e in report.entries for m in e.near_misses)
     classes = sorted(set(counts.get("detections") or {}) | set(near_by_class))
     rows = "".join(f'<tr><td>{esc(c)}</td><td>{esc((counts.get("detections") or {}).get(c, 0))}</td>'

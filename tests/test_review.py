@@ -134,7 +134,7 @@ def test_counts_sections_and_histograms(run_folder):
     page = markup(index)
     text = read(index)
     stats = dict(re.findall(r'<div class="stat (\w+)"><b>(\d+)</b>', text))
-    assert stats == {"files": "6", "copied": "1", "blurred": "3", "skipped": "1", "failed": "1"}
+    assert stats == {"files": "6", "copied": "1", "cleaned": "0", "blurred": "3", "skipped": "1", "failed": "1"}
     assert "<b>4.2 s</b>" in text or "<b>4.3 s</b>" in text
     cards = [a for t, a in page.tags if t == "figure" and "card" in a.get("class", "")]
     assert len(cards) == 3
