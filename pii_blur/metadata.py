@@ -24,8 +24,7 @@ COPIED_GROUPS = ("EXIF:all", "XMP:all", "IPTC:all", "ICC_Profile")
 # Tags inside those groups that hold pictures of the scene, by exiftool's own
 # names (`exiftool -listx`): never copied from the unblurred source.
 EMBEDDED_PICTURE_TAGS = ("EXIF:ThumbnailImage", "EXIF:PreviewImage", "EXIF:JpgFromRaw", "EXIF:OtherImage",
-                         "EXIF:ThumbnailTIFF", "XMP-xmp:ThumbnailsImage", "XMP-GImage:all", "XMP-GDepth:all",
-                         "XMP-xmpGImg:all", "XMP-GCamera:all")
+                         "XMP-xmp:Thumbnails", "XMP-GImage:all", "XMP-GDepth:all", "XMP-GCamera:all")
 
 
 class MetadataError(RuntimeError):

@@ -479,6 +479,10 @@ def _replace_exif_thumbnail(
         return body, None, ""
     order, link, offset_at, length_at, offset, length = found
     tiff[offset:offset + length] = bytes(length)  # no unblurred pixel stays behind
+    if thumbnail is not None and len(thumbnail) <= length:   # fits where the old one was: nothing moves
+        tiff[offset:offset + len(thumbnail)] = thumbnail
+        struct.pack_into(order + "I", tiff, length_at, len(thumbnail))
+        return body[:6] + bytes(tiff), (6 + offset, 6 + offset + len(thumbnail)), "EXIF thumbnail rebuilt from the output"
     if offset + length == len(tiff):
         del tiff[offset:]
     padding = len(tiff) % 2

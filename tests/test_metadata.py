@@ -1,12 +1,14 @@
 import io
 import json
+import re
 import subprocess
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy
-from pii_blur import anonymize, imageio
+from pii_blur import anonymize, imageio, metadata, pictures
 from pii_blur.metadata import MetadataWriter
 from pii_blur.types import Detection
 
@@ -76,3 +78,49 @@ def test_png_metadata_survives(tmp_path, astronaut):
     after = exif_fields(target)
     assert after["XMP-GPano:ProjectionType"] == "equirectangular"
     assert after["GPS:GPSLatitudeRef"] == "South"
+
+
+def test_every_picture_tag_named_is_one_exiftool_knows():
+    """metadata.EMBEDDED_PICTURE_TAGS once named tags exiftool does not have
+    (XMP-GImage:Data), so nothing was excluded; check the names against `exiftool -listx`."""
+    listing = subprocess.run(["exiftool", "-listx"], check=True, capture_output=True, text=True).stdout
+    tables = set(re.findall(r"<table name='([^']+)'", listing))
+    names = set(re.findall(r"<tag id='[^']*' name='([^']+)'", listing))
+    for tag in metadata.EMBEDDED_PICTURE_TAGS:
+        group, name = tag.split(":")
+        if group.startswith("XMP-"):
+            assert f"XMP::{group[4:]}" in tables, tag
+        assert name == "all" or name in names, tag
+
+
+@pytest.mark.parametrize("extension", [".png", ".tif", ".jpg"])
+def test_pictures_written_with_exiftools_own_tag_names_do_not_survive(tmp_path, astronaut, extension):
+    """Case 1 of the hostile report with exiftool's real names: a Google
+    portrait original, a depth map and its confidence, an XMP thumbnail and
+    an EXIF thumbnail of the unblurred face, through the re-encode path
+    (PNG, TIFF) and the JPEG block path."""
+    face = tmp_path / "face.jpg"
+    Image.fromarray(astronaut[40:200, 160:290]).save(face, quality=90)
+    depth = tmp_path / "depth.png"
+    Image.fromarray(astronaut[40:200, 160:290, 0]).save(depth)
+    source = tmp_path / f"in{extension}"
+    Image.fromarray(astronaut).save(source)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-GImage:ImageMimeType=image/jpeg",
+                    f"-XMP-GImage:ImageData<={face}", f"-XMP-GDepth:DepthImage<={depth}",
+                    f"-XMP-GDepth:Confidence<={depth}", f"-XMP-xmp:ThumbnailImage<={face}",
+                    "-XMP-GPano:ProjectionType=equirectangular", "-EXIF:Artist=tester", str(source)], check=True)
+    if extension == ".jpg":
+        subprocess.run(["exiftool", "-q", "-overwrite_original", f"-ThumbnailImage<={face}", str(source)], check=True)
+    before = subprocess.run(["exiftool", "-a", "-G1", "-s", str(source)], capture_output=True, text=True).stdout
+    assert "ImageData" in before and "DepthImage" in before and "ThumbnailImage" in before
+    out = tmp_path / f"out{extension}"
+    out.write_bytes(blur_file(str(source), str(out)))
+    for tag in ("XMP-GImage:ImageData", "XMP-GDepth:DepthImage", "XMP-GDepth:Confidence", "XMP-xmp:ThumbnailImage"):
+        extracted = subprocess.run(["exiftool", "-b", f"-{tag}", str(out)], capture_output=True).stdout
+        assert not extracted.strip(), tag
+    after = subprocess.run(["exiftool", "-a", "-G1", "-s", str(out)], capture_output=True, text=True).stdout
+    assert "equirectangular" in after and "tester" in after        # allowed metadata survives
+    assert face.read_bytes()[100:400] not in out.read_bytes()
+    leftovers = [p for p in pictures.find(out.read_bytes())
+                 if not pictures.shows_the_photo(p.data, imageio.decode(out.read_bytes()).rgb8())]
+    assert leftovers == []
