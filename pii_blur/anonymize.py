@@ -9,7 +9,7 @@ import dataclasses
 from typing import Optional, Sequence
 
 from pii_blur import imageio, jpeg, pictures, sphere
-from pii_blur.blur import blur_detections
+from pii_blur.blur import DEFAULT_MODE, blur_detections
 from pii_blur.geometry import box_upright_to_stored, to_upright
 from pii_blur.metadata import MetadataWriter
 from pii_blur.models.base import Detector
@@ -132,7 +132,7 @@ class Rendered:
 
 
 def render_blurred(image: imageio.DecodedImage, found: Found, source_bytes: bytes,
-                   metadata: MetadataWriter) -> Rendered:
+                   metadata: MetadataWriter, mode: str = DEFAULT_MODE) -> Rendered:
     """The blurred image, encoded in the input's format with the input's allowed metadata.
 
     JPEGs are patched block by block (jpeg.py): only DCT blocks under the blur
@@ -147,9 +147,9 @@ def render_blurred(image: imageio.DecodedImage, found: Found, source_bytes: byte
         pictures.PictureError, MetadataError: the output could not be made safe.
     """
     if found.on_sphere is not None:
-        blurred = sphere.blur_on_sphere(image.pixels, found.on_sphere)
+        blurred = sphere.blur_on_sphere(image.pixels, found.on_sphere, mode)
     else:
-        blurred = blur_detections(image.pixels, found.to_blur)
+        blurred = blur_detections(image.pixels, found.to_blur, mode)
     return _render(image, blurred, source_bytes, metadata)
 
 

@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pii_blur import pipeline as pii_pipeline
 from pii_blur import progress, review, storage
 from pii_blur.anonymize import PROJECTIONS
+from pii_blur.blur import DEFAULT_MODE, MODES
 from pii_blur.config import DEFAULT_BACKENDS, DEFAULT_CLASSES, REPORT_NAME, BlurConfig, prepare_models
 from pii_blur.imageio import MAX_PIXELS
 from pii_blur.models.base import DEVICES
@@ -74,6 +75,10 @@ def make_parser() -> argparse.ArgumentParser:
                         help="auto: equirectangular when XMP GPano says so or the image is 2:1 (within 1%%), "
                              "then faces and plates are searched over the whole sphere; perspective: every "
                              "image as a flat photo (default: auto)")
+    parser.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
+                        help="how each face or plate is covered: blur (Gaussian), pixelate (a mosaic of "
+                             "blocks) or fill (its mean colour), each over an ellipse taking in the whole "
+                             f"object with a feathered edge (default: {DEFAULT_MODE})")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help=f"images with more pixels fail, checked before decoding (default: {MAX_PIXELS})")
     parser.add_argument("--force", action="store_true",
@@ -124,7 +129,7 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
     config = BlurConfig(classes=classes, min_probability=known.min_probability / 100,
                         threads=known.threads, force=known.force,
                         projection=known.projection, max_pixels=known.max_pixels, device=known.device,
-                        models=models)
+                        models=models, mode=known.mode)
     try:
         config.backends()
     except ValueError as error:

@@ -7,6 +7,7 @@ import hashlib
 import json
 from typing import Optional
 
+from pii_blur.blur import DEFAULT_MODE
 from pii_blur.imageio import MAX_PIXELS
 from pii_blur.manifest import settings_fingerprint
 from pii_blur.models.base import DetectorConfig, available_detectors, create_detector, needs_model_file
@@ -34,6 +35,7 @@ class BlurConfig:
     models: the --models config, one spec per model with the classes it finds
         (model_config.load_model_config; pinned to its files' sha256 at start-up).
         A class without one uses DEFAULT_BACKENDS.
+    mode: how found objects are covered: blur | pixelate | fill (pii_blur.blur.MODES).
     progress_dir: local folder where workers count finished inputs for the
         launcher's progress display (pii_blur.progress), or None. Not an
         output setting: it is not in the fingerprint.
@@ -48,6 +50,7 @@ class BlurConfig:
     max_file_bytes: int = MAX_FILE_BYTES
     device: str = "cpu"
     models: tuple[ModelSpec, ...] = ()
+    mode: str = DEFAULT_MODE
     progress_dir: Optional[str] = None
 
     def fingerprint(self) -> str:
@@ -56,7 +59,7 @@ class BlurConfig:
         The models used (backend, content hash, settings) count too; without
         --models the value is what it was before models were configurable.
         """
-        base = settings_fingerprint(self.classes, self.min_probability, self.projection)
+        base = settings_fingerprint(self.classes, self.min_probability, self.projection, self.mode)
         used = self.used_models()
         if not used:
             return base

@@ -18,10 +18,15 @@ from pii_blur import __version__, storage
 from pii_blur.types import FileReport, InputFile
 
 
-def settings_fingerprint(classes, min_probability: float, projection: str) -> str:
-    """Changes whenever a setting that affects outputs changes."""
+def settings_fingerprint(classes, min_probability: float, projection: str, mode: str) -> str:
+    """Changes whenever a setting that affects outputs changes.
+
+    mode: the cover mode (pii_blur.blur.MODES). It is always part of the
+    text, so outputs made before it existed, with the weaker blur of then,
+    are redone too.
+    """
     text = json.dumps({"version": __version__, "classes": sorted(classes), "p": round(min_probability, 4),
-                       "projection": projection})
+                       "projection": projection, "mode": mode})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -47,7 +47,7 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
-from pii_blur.blur import BlurStyle, gaussian_blur, smoothstep, style_for
+from pii_blur.blur import DEFAULT_MODE, BlurStyle, check_mode, cover, mix_into, smoothstep, style_for
 from pii_blur.types import Detection
 
 PERSPECTIVE = "perspective"
@@ -541,9 +541,8 @@ def _ellipses(boxes: np.ndarray, style: BlurStyle) -> np.ndarray:
     """Centre and semi-axes (cx, cy, semi_x, semi_y; n x 4, pixels) of the blur ellipses around
     boxes (n x 4 [x1, y1, x2, y2]), as in pii_blur.blur."""
     x1, y1, x2, y2 = boxes.T
-    box_w, box_h = np.maximum(x2 - x1, 1.0), np.maximum(y2 - y1, 1.0)
-    return np.stack([(x1 + x2) / 2, (y1 + y2) / 2, box_w / 2 * style.axis_scale[0],
-                     box_h / 2 * style.axis_scale[1]], axis=1)
+    semi_x, semi_y = style.semi_axes(np.maximum(x2 - x1, 1.0), np.maximum(y2 - y1, 1.0))
+    return np.stack([(x1 + x2) / 2, (y1 + y2) / 2, semi_x, semi_y], axis=1)
 
 
 def _ellipses_boundary(ellipses: np.ndarray, style: BlurStyle, points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -863,26 +862,63 @@ def _patch_view_pixels(view: View, patch: _Patch, pano_width: int,
 
 @dataclasses.dataclass(frozen=True)
 class _BlurOutline:
-    """Where the blur of one detection's m footprints reaches.
+    """Where the cover of one detection reaches.
 
+    footprints: the m boxes whose feathered ellipses make the cover: the
+        detection's _centred_footprint alone, or where it has none (centred
+        is None), the detection's own footprints.
+    centred: the _centred_footprint, or None.
     ellipses: m x 4 (cx, cy, semi_x, semi_y), each in its footprint's view pixels.
     extents: m x 4 _equirect_extents of the feathered ellipses.
     ellipse_edges: m x 32 x 3 world directions along the feathered ellipses' outer edges.
-    box_edges: m x 16 x 3 world directions along the boxes.
     """
 
+    footprints: tuple[Footprint, ...]
+    centred: Optional[Footprint]
     ellipses: np.ndarray
     extents: np.ndarray
     ellipse_edges: np.ndarray
-    box_edges: np.ndarray
+
+
+# A detection is covered as one box in a view centred on it, unless some of
+# its footprint reaches this far from its centre (an object filling much of
+# the sphere, which is covered footprint by footprint). Measured on 4
+# synthetic 4096-wide panoramas (282 faces), the same detections: the centred
+# box alone blurred as many faces as together with the footprints (0.908),
+# with less collateral (6.9 % against 7.0 %) in 0.77 of the time.
+CENTRED_MAX_DEG = 60.0
+
+
+def _centred_footprint(detection: SphereDetection, pano_width: int) -> Optional[Footprint]:
+    """The detection as one box in a perspective view centred on it, at the panorama's own resolution.
+
+    The box bounds all of the detection's footprint boxes. In this view the
+    object is undistorted whatever its latitude and a pixel is a panorama
+    pixel, so the flat photo's cover policy (pii_blur.blur.BlurStyle: ellipse,
+    margin and floors in pixels) applies to it as is: the panorama's cover is
+    at least as wide as a flat photo's of the same object, however many
+    overlapping views saw it. None without footprints, or when one reaches
+    CENTRED_MAX_DEG or more from the centre.
+    """
+    if not detection.footprints:
+        return None
+    edges = np.concatenate([view_pixel_to_direction(f.view, *_boxes_boundary(np.array([f.box_in_view], float), 8))[0]
+                            for f in detection.footprints])
+    centre = yaw_pitch_to_direction(np.radians(detection.yaw_deg), np.radians(detection.pitch_deg))
+    if angular_distance_deg(edges, centre).max() >= CENTRED_MAX_DEG:
+        return None
+    view = perspective_view(detection.yaw_deg, detection.pitch_deg, 90.0, pano_width)
+    u, v, _ = direction_to_view_pixel(view, edges)
+    return Footprint(view, (float(u.min()), float(v.min()), float(u.max()), float(v.max())), detection.score)
 
 
 def _blur_outlines(detections: Sequence[SphereDetection], pano_width: int, pano_height: int) -> list[_BlurOutline]:
     """The _BlurOutline of each detection, its footprints mapped in one numpy call per view and label."""
-    owners = [(index, footprint) for index, detection in enumerate(detections) for footprint in detection.footprints]
+    centred = [_centred_footprint(detection, pano_width) for detection in detections]
+    footprints = [(c,) if c is not None else tuple(d.footprints) for d, c in zip(detections, centred)]
+    owners = [(index, footprint) for index, own in enumerate(footprints) for footprint in own]
     count = len(owners)
-    ellipses, extents = np.empty((count, 4)), np.empty((count, 4))
-    ellipse_edges, box_edges = np.empty((count, 32, 3)), np.empty((count, 16, 3))
+    ellipses, extents, ellipse_edges = np.empty((count, 4)), np.empty((count, 4)), np.empty((count, 32, 3))
     groups: dict[tuple[View, str], list[int]] = {}
     for row, (index, footprint) in enumerate(owners):
         groups.setdefault((footprint.view, detections[index].label), []).append(row)
@@ -897,12 +933,11 @@ def _blur_outlines(detections: Sequence[SphereDetection], pano_width: int, pano_
                  for pu, pv in _pole_pixels(view)]
         extents[rows] = _equirect_extents(edges, *poles, pano_width, pano_height)
         ellipse_edges[rows] = edges[:, ::2]   # the 32 even points: an ellipse of 32 points
-        box_edges[rows] = view_pixel_to_direction(view, *_boxes_boundary(boxes, 4))
     outlines, start = [], 0
-    for detection in detections:
-        part = slice(start, start + len(detection.footprints))
+    for own, centre in zip(footprints, centred):
+        part = slice(start, start + len(own))
         start = part.stop
-        outlines.append(_BlurOutline(ellipses[part], extents[part], ellipse_edges[part], box_edges[part]))
+        outlines.append(_BlurOutline(own, centre, ellipses[part], extents[part], ellipse_edges[part]))
     return outlines
 
 
@@ -925,12 +960,11 @@ def _footprint_alpha(footprint: Footprint, ellipse: np.ndarray, extent: np.ndarr
     return patch, np.where(valid, alpha, 0.0).astype(np.float32)
 
 
-def _detection_alpha(detection: SphereDetection, outline: _BlurOutline, pano_width: int,
-                     pano_height: int) -> tuple[_Patch, np.ndarray]:
-    """Union (max) of a detection's footprints' alphas over one block of pixels."""
-    style = style_for(detection.label)
+def _detection_alpha(label: str, outline: _BlurOutline, pano_width: int, pano_height: int) -> tuple[_Patch, np.ndarray]:
+    """Union (max) of the alphas of a detection's outline footprints over one block of pixels."""
+    style = style_for(label)
     parts = [_footprint_alpha(f, ellipse, extent, style, pano_width, pano_height)
-             for f, ellipse, extent in zip(detection.footprints, outline.ellipses, outline.extents)]
+             for f, ellipse, extent in zip(outline.footprints, outline.ellipses, outline.extents)]
     if len(parts) == 1:
         return parts[0]
     row0 = min(p.row0 for p, _ in parts)
@@ -955,99 +989,105 @@ def _unwrapped_order(columns: np.ndarray, pano_width: int) -> np.ndarray:
 
 
 def blur_mask(pano_height: int, pano_width: int, detections: Sequence[SphereDetection]) -> np.ndarray:
-    """Blur alpha, float32 pano_height x pano_width in [0, 1], of every detection's true footprint.
+    """Cover alpha, float32 pano_height x pano_width in [0, 1], of every detection's true footprint.
 
     Each footprint is the label's feathered ellipse (pii_blur.blur.style_for)
     around the detector's box, drawn in the view that box came from and
     mapped onto the sphere, so it is wide and curved near the poles and wraps
-    at the seam. Overlapping footprints combine by max.
+    at the seam; so is the ellipse around the detection's box in a view
+    centred on it (_centred_footprint). Overlapping footprints combine by max.
     """
     mask = np.zeros((pano_height, pano_width), np.float32)
     for detection, outline in zip(detections, _blur_outlines(detections, pano_width, pano_height)):
-        if not detection.footprints:
+        if not outline.footprints:
             continue
-        patch, alpha = _detection_alpha(detection, outline, pano_width, pano_height)
+        patch, alpha = _detection_alpha(detection.label, outline, pano_width, pano_height)
         index = patch.index
         mask[index] = np.maximum(mask[index], alpha)
     return mask
 
 
+# The cover view holds no detail finer than the blur's sigma or the mosaic's
+# block, so it is rendered with this many pixels per sigma, or per block,
+# instead of at full resolution.
 BLUR_VIEW_SIGMA_PX = 4.0
+BLUR_VIEW_BLOCK_PX = 8.0
 
 
-def _blur_view(detection: SphereDetection, outline: _BlurOutline, pano_width: int) -> tuple[View, float]:
-    """A perspective view centred on the detection that holds its whole blur ellipse, and the blur sigma in it.
+def _blur_view(detection: SphereDetection, outline: _BlurOutline, pano_width: int,
+               mode: str) -> tuple[View, float, int]:
+    """A perspective view centred on the detection that holds its whole cover, with the cover's strength in it.
 
-    Resolution is the panorama's own at the centre; sigma is the label's
-    sigma_fraction of the object's shorter side measured in this view, so
-    the blur is the same angular strength at any latitude.
+    Returns the view, the blur sigma and the pixelate block side, both in
+    the view's pixels. Sigma and block follow the label's BlurStyle for the
+    object's shorter side in panorama pixels at the centre (the
+    _centred_footprint's box), so the cover has the same angular strength at
+    any latitude and at least a flat photo's strength in pixels.
     """
     style = style_for(detection.label)
     centre = yaw_pitch_to_direction(np.radians(detection.yaw_deg), np.radians(detection.pitch_deg))
     half_fov = float(angular_distance_deg(outline.ellipse_edges.reshape(-1, 3), centre).max())
     focal = pano_width / (2 * math.pi)
-    # Object size in the centred view, for the kernel.
-    probe = View(detection.yaw_deg, detection.pitch_deg, 90.0, 1000, 1000)
-    u, v, valid = direction_to_view_pixel(probe, outline.box_edges.reshape(-1, 3))
-    scale = focal / probe.focal_px
-    if valid.all():
-        short_side = min(u.max() - u.min(), v.max() - v.min()) * scale
+    if outline.centred is not None:
+        x1, y1, x2, y2 = outline.centred.box_in_view
+        short_side = min(x2 - x1, y2 - y1)
     else:
         short_side = 2 * focal * math.tan(math.radians(min(half_fov, 60)))
-    sigma = max(style.min_sigma, style.sigma_fraction * short_side)
-    half_fov = min(half_fov + math.degrees(math.atan(3.5 * sigma / focal)), MAX_BLUR_FOV_DEG / 2)
-    # The blurred view holds no detail finer than sigma, so it is rendered with
-    # BLUR_VIEW_SIGMA_PX pixels per sigma instead of at full resolution.
-    shrink = max(1.0, sigma / BLUR_VIEW_SIGMA_PX)
+    sigma, block = style.sigma_px(short_side), style.block_px(short_side)
+    reach = 3.5 * sigma if mode == "blur" else block
+    half_fov = min(half_fov + math.degrees(math.atan(reach / focal)), MAX_BLUR_FOV_DEG / 2)
+    shrink = max(1.0, sigma / BLUR_VIEW_SIGMA_PX if mode == "blur" else block / BLUR_VIEW_BLOCK_PX)
     view = perspective_view(detection.yaw_deg, detection.pitch_deg, 2 * half_fov, pano_width, scale=1 / shrink)
-    return view, sigma / shrink
+    return view, sigma / shrink, max(int(round(block / shrink)), 1)
 
 
-def blur_on_sphere(pixels: np.ndarray, detections: Sequence[SphereDetection]) -> np.ndarray:
-    """A copy of an equirect image with every detection blurred along the sphere.
+def blur_on_sphere(pixels: np.ndarray, detections: Sequence[SphereDetection], mode: str = DEFAULT_MODE) -> np.ndarray:
+    """A copy of an equirect image with every detection covered along the sphere (mode: pii_blur.blur.MODES).
 
     pixels: HxW or HxWxC (C <= 4), uint8 or uint16 (or float32).
 
-    Method: blur in view space and warp back. For each detection, a
+    Method: cover in view space and warp back. For each detection, a
     perspective view centred on it (so the object is undistorted, whatever
-    its latitude) is rendered at the panorama's resolution, blurred with
-    the label's Gaussian (sigma a fixed fraction of the object's size in that
-    view, as for flat photos), and sampled back at the equirect pixels of the
-    object's footprint, mixed in with the feathered footprint alpha of
+    its latitude) is rendered, covered with the label's blur or mosaic
+    (strength from the object's size in that view, as for flat photos,
+    pii_blur.blur), and sampled back at the equirect pixels of the object's
+    footprint, mixed in with the feathered footprint alpha of
     :func:`blur_mask`. So a face at 75° latitude loses the same angular
     detail as one at the equator (an equirect-space kernel would be 1/cos
-    too narrow across and curve wrongly), the blur fades out with no hard
+    too narrow across and curve wrongly), the cover fades out with no hard
     edge, and pixels on both sides of the seam come from the same view, so
-    it is continuous there. Pixels outside every footprint are untouched
-    (bit-identical).
+    it is continuous there. A fill is the footprint's alpha-weighted mean
+    colour. Pixels outside every footprint are untouched (bit-identical).
+
+    Raises:
+        ValueError: an unknown mode.
     """
+    check_mode(mode)
     pano_height, pano_width = pixels.shape[:2]
     out = pixels.copy()
-    limit = np.iinfo(pixels.dtype).max if np.issubdtype(pixels.dtype, np.integer) else None
     for detection, outline in zip(detections, _blur_outlines(detections, pano_width, pano_height)):
-        if not detection.footprints:
+        if not outline.footprints:
             continue
-        patch, alpha = _detection_alpha(detection, outline, pano_width, pano_height)
+        patch, alpha = _detection_alpha(detection.label, outline, pano_width, pano_height)
         if not np.any(alpha > 0):
             continue
-        view, sigma = _blur_view(detection, outline, pano_width)
-        local = _remap(out, *_float_maps(pano_width, pano_height, view))
-        blurred = gaussian_blur(local.astype(np.float32), sigma)
-        u, v, valid = direction_to_view_pixel(view, _patch_directions(patch, pano_width, pano_height))
-        map_u = np.clip(u - 0.5, 0, view.width - 1).astype(np.float32)
-        map_v = np.clip(v - 0.5, 0, view.height - 1).astype(np.float32)
-        back = cv2.remap(blurred, map_u, map_v, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        alpha = np.where(valid, alpha, 0.0).astype(np.float32)
         index = patch.index
-        region = out[index].astype(np.float32)
-        weight = alpha[..., None] if region.ndim == 3 else alpha
-        back = back.reshape(region.shape)
-        mixed = region * (1 - weight) + back * weight
-        if limit is not None:
-            mixed = np.clip(np.rint(mixed), 0, limit)
-        touched = alpha > 0
         block = out[index]   # a view, or a copy when the patch wraps the seam
-        np.copyto(block, mixed.astype(pixels.dtype), where=touched[..., None] if block.ndim == 3 else touched)
+        region = block.astype(np.float32)
+        if mode == "fill":
+            covered = cover(region, mode, 0.0, 1, alpha)
+        else:
+            view, sigma, block_px = _blur_view(detection, outline, pano_width, mode)
+            local = _remap(out, *_float_maps(pano_width, pano_height, view)).astype(np.float32)
+            origin = (view.height // 2 % block_px, view.width // 2 % block_px)   # blocks aligned on the centre
+            local = cover(local, mode, sigma, block_px, np.ones(local.shape[:2], np.float32), origin)
+            u, v, valid = direction_to_view_pixel(view, _patch_directions(patch, pano_width, pano_height))
+            map_u = np.clip(u - 0.5, 0, view.width - 1).astype(np.float32)
+            map_v = np.clip(v - 0.5, 0, view.height - 1).astype(np.float32)
+            covered = cv2.remap(local, map_u, map_v, interpolation=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE).reshape(region.shape)
+            alpha = np.where(valid, alpha, 0.0).astype(np.float32)
+        mix_into(block, covered, alpha)
         out[index] = block
     return out
 
