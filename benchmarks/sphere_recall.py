@@ -4,7 +4,7 @@ Usage:
     python benchmarks/sphere_recall.py PANO_DIR [--layouts LAYOUT[@BAND/RING],...] [--no-whole] [--limit N]
         [--threads 2]
 
-PANO_DIR is made by benchmarks/make_panoramas.py. For each view layout of
+PANO_DIR is made by benchmarks/make_panoramas.py (its objects.json). For each view layout of
 pii_blur.sphere.plan_views, and for the baseline of running the detectors
 once on the whole equirect image, it runs detection and blur_mask and
 prints blur-recall per band (|pitch| < 30°, 30-55°, > 55°, and objects
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    with open(os.path.join(args.pano_dir, "labels.json")) as f:
+    with open(os.path.join(args.pano_dir, "objects.json")) as f:
         labels = json.load(f)
     names = sorted(labels["panoramas"])
     if args.limit:
