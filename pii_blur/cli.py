@@ -22,7 +22,7 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pii_blur import pipeline as pii_pipeline
-from pii_blur import progress, review, storage
+from pii_blur import logs, progress, review, storage
 from pii_blur.anonymize import PROJECTIONS
 from pii_blur.blur import DEFAULT_MODE, MODES
 from pii_blur.config import DEFAULT_BACKENDS, DEFAULT_CLASSES, REPORT_NAME, BlurConfig, prepare_models
@@ -31,7 +31,7 @@ from pii_blur.models.base import DEVICES
 from pii_blur.models.model_config import ModelConfigError, load_model_config
 from pii_blur.pipeline import runners
 from pii_blur.storage import list_inputs
-from pii_blur.transforms.report import read_summary
+from pii_blur.transforms.report import iter_report, read_summary
 
 LOG = logging.getLogger("pii_blur")
 SAMPLE = "@sample"
@@ -96,6 +96,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="model threads per worker process (default: 1, so that --workers processes "
                              "keep that many cores busy without oversubscribing them; raise it when there "
                              "are fewer workers than cores, e.g. one worker per GPU)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Beam's and the libraries' warnings on the terminal too (default: off; they "
+                             "always go to the run's log file under OUTPUT/.pii-blur/logs/)")
     parser.add_argument("--dask-address", default=None,
                         help="with --runner dask: scheduler address, e.g. tcp://HOST:8786 (default: start a "
                              "LocalCluster of --workers processes on 127.0.0.1 for the run)")
@@ -222,11 +225,11 @@ def _run_beam(args: pii_pipeline.RunArgs, beam_args: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pii_blur.progress").setLevel(logging.INFO)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["review"]:
+        logging.basicConfig(level=logging.WARNING, format=logs.FORMAT)
         return review.main(argv[1:])
+    log_path = logs.configure(verbose=bool({"-v", "--verbose"} & set(argv)))
     args, runner = parse_args(argv)
     gc.freeze()   # the launcher's imports stay alive to the end: spare them the collection at exit (0.7 s)
     try:
@@ -234,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as error:   # INPUT vanished, or a remote INPUT that matches nothing
         print(f"pii-blur: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        logs.keep(log_path, args.output)
+    _list_failures(args.report, summary["failed"])
     print(f"pii-blur: {summary['files']} files: {summary['copied']} copied, {summary['cleaned']} cleaned of "
           f"stale previews, {summary['blurred']} blurred, "
           f"{summary['skipped']} skipped, {summary['failed']} failed in {summary['total_seconds']:.1f} s; "
@@ -241,6 +247,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.review:
         print(f"pii-blur: review page: {review.build_review(args.report, args.review)}")
     return 1 if summary["failed"] else 0
+
+
+SHOWN_FAILURES = 3
+
+
+def _list_failures(report_url: str, failed: int) -> None:
+    """The first few failed inputs and why, on stderr (the report has them all)."""
+    if not failed:
+        return
+    shown = 0
+    for record in iter_report(report_url):
+        if record.get("status") == "failed":
+            LOG.warning("failed: %s: %s", record["path"], record["reason"])
+            shown += 1
+            if shown == SHOWN_FAILURES:
+                break
+    if failed > shown:
+        LOG.warning("... and %d more failed inputs: see the report", failed - shown)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,11 @@ def test_cli_end_to_end_with_two_worker_processes(tmp_path, astronaut):
     assert (tmp_path / "blurred/face.jpg").exists() and not (tmp_path / "blurred/broken.jpg").exists()
     lines = (tmp_path / "blurred/pii-blur-report.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["files"] == 3
+    # A quiet terminal: the failed file and why, nothing from Beam; everything else in the run's log.
+    assert result.stderr.splitlines() == [f"WARNING pii_blur: failed: file://{source}/broken.jpg: "
+                                          + json.loads(lines[0])["reason"]], result.stderr
+    [log] = (tmp_path / "blurred/.pii-blur/logs").iterdir()
+    assert "apache_beam" in log.read_text()
     assert not list((tmp_path / "blurred").rglob(".pii-blur-tmp-*"))
 
 

@@ -114,7 +114,7 @@ class AnonymizeFn(beam.DoFn):
     def _process(self, input_file: InputFile) -> FileReport:
         if input_file.problem:
             Metrics.counter(NAMESPACE, Status.FAILED.value).inc()
-            LOG.warning("failed: %s: %s", input_file.url, input_file.problem)
+            LOG.info("failed: %s: %s", input_file.url, input_file.problem)
             return self._failed(input_file, input_file.problem)
         fingerprint = self.config.fingerprint()
         if not self.config.force:
@@ -129,7 +129,7 @@ class AnonymizeFn(beam.DoFn):
             report = rejected.report
             Metrics.counter(NAMESPACE, report.status.value).inc()
             if report.status == Status.FAILED:
-                LOG.warning("failed: %s: %s", input_file.url, report.reason)
+                LOG.info("failed: %s: %s", input_file.url, report.reason)   # listed by the launcher at the end
             return report
         try:
             manifest.record_finished(input_file, report, fingerprint)

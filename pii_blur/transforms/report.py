@@ -7,6 +7,7 @@ import json
 import time
 
 import apache_beam as beam
+import fsspec
 
 from pii_blur import storage
 from pii_blur.types import FileReport, Status
@@ -52,6 +53,15 @@ class WriteReport(beam.PTransform):
             | "Gather" >> beam.combiners.ToList()
             | "Write" >> beam.Map(_write, report_url=self.report_url, started_at=self.started_at)
         )
+
+
+def iter_report(report_url: str):
+    """Each line of a written report as a dict, read as a stream (summary included)."""
+    fs, path = fsspec.core.url_to_fs(report_url)
+    with fs.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
 
 
 def read_summary(report_url: str) -> dict:
