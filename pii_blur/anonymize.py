@@ -6,6 +6,8 @@ No Beam here; the DoFns in transforms/ call these functions.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from typing import Optional, Sequence
 
 from pii_blur import imageio, jpeg, pictures, sphere
@@ -73,42 +75,93 @@ def detect(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: s
     return found
 
 
-# Detection resolution on panoramas, in pixels per degree at each view's
-# centre (a 5760-pixel-wide panorama has 16). Measured with
-# benchmarks/sphere_recall.py on 6 synthetic 5760x2880 panoramas (541 faces,
-# most under 32 px), CenterFace on one thread, face blur-recall (exact
-# footprints) and seconds per panorama: the earlier layout (one padded band,
-# rings at +-66 deg) at band / rings 9.6 / 7.2 px/deg: 0.793 in 5.6 s; this
-# layout at 8 / 7.2: 0.754 in 3.7 s; at 8 / 5.76: 0.710 in 3.3 s. deface at
-# its best threshold blurs 0.62 of them (benchmarks/compare_deface.py).
-PANO_PX_PER_DEG = {"face": 8.0, "plate": 8.0}
-DEFAULT_PANO_PX_PER_DEG = 8.0
-# The polar rings at this fraction of the band's resolution.
-RING_RESOLUTION = 0.9
-# Plates are searched only in the equatorial band (|pitch| <= 50 degrees):
-# nothing in the sky carries one, and from a camera 1.5-3 m up a plate is
-# below -50 degrees only within about 1.5 m of it. This halves plate time.
-BAND_ONLY_LABELS = {"plate"}
+@dataclasses.dataclass(frozen=True)
+class PanoSearch:
+    """How panoramas are searched (every label, every detector alike).
+
+    min_px_per_deg: the band (|pitch| <= 50 degrees) is searched at the
+        panorama's own resolution (W / 360 pixels per degree; a 5760-wide
+        panorama has 16), never less, upscaled to at least this for
+        low-resolution panoramas (small faces need about 12), by at most
+        max_upscale.
+    max_px_per_deg: a cap, below the panorama's own resolution if need be
+        (for slow machines and 8K panoramas; benchmarks); none by default.
+    ring_resolution: the polar views' resolution at their centre, as a
+        fraction of the band's (perspective views magnify towards their edges).
+    layout: sphere.LAYOUTS key.
+    polar_threshold: objects outside the band (|pitch| > 50 degrees), seen
+        only in the tilted polar views where faces are rotated and distorted
+        and score lower, are blurred from this fraction of the detector's
+        threshold (>= NEAR_MISS_FRACTION, the lowest score detectors return).
+    """
+
+    min_px_per_deg: float = 12.0
+    max_upscale: float = 4.0
+    max_px_per_deg: float = math.inf
+    ring_resolution: float = 1.0
+    layout: str = sphere.DEFAULT_LAYOUT
+    polar_threshold: float = 0.8
+
+    def band_scale(self, pano_width: int) -> float:
+        """The band's resolution as a multiple of the panorama's own (>= 1)."""
+        native = pano_width / 360.0
+        return min(self.max_upscale, max(1.0, self.min_px_per_deg / native), self.max_px_per_deg / native)
 
 
-def pano_views(detector: Detector, pano_width: int, pano_height: int) -> list[sphere.View]:
-    """The views of a panorama `detector` searches (sphere.plan_views at its labels' resolution)."""
-    px_per_deg = max(PANO_PX_PER_DEG.get(label, DEFAULT_PANO_PX_PER_DEG) for label in detector.labels)
-    scale = min(1.0, px_per_deg * 360.0 / pano_width)
-    return sphere.plan_views(pano_width, pano_height, scale=scale, ring_scale=RING_RESOLUTION * scale,
-                             band_only=set(detector.labels) <= BAND_ONLY_LABELS)
+# Measured with benchmarks/recall_sweep.py (README, "360° panoramas").
+PANO_SEARCH = PanoSearch()
+# Overrides of PANO_SEARCH for benchmarks (hidden, not a CLI option): "field=value,..."
+PANO_SEARCH_ENV = "PII_BLUR_PANO_SEARCH"
+# Objects beyond this |pitch| count as polar (the band's half height).
+POLAR_PITCH_DEG = sphere.LAYOUTS[sphere.DEFAULT_LAYOUT].band_half_deg
+
+
+def pano_search() -> PanoSearch:
+    """PANO_SEARCH with the overrides of $PII_BLUR_PANO_SEARCH, e.g. "ring_resolution=0.8,layout=NAME".
+
+    Raises:
+        ValueError: an unknown field or a malformed value; the message lists the fields.
+    """
+    overrides = os.environ.get(PANO_SEARCH_ENV, "").strip()
+    if not overrides:
+        return PANO_SEARCH
+    fields = {field.name for field in dataclasses.fields(PanoSearch)}
+    changes = {}
+    for item in overrides.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in fields:
+            raise ValueError(f"{PANO_SEARCH_ENV}: unknown field {name!r}; choose from {sorted(fields)}")
+        changes[name] = value.strip() if name == "layout" else float(value)
+    return dataclasses.replace(PANO_SEARCH, **changes)
+
+
+def pano_views(detector: Detector, pano_width: int, pano_height: int,
+               search: Optional[PanoSearch] = None) -> list[sphere.View]:
+    """The views of a panorama that `detector` searches: sphere.plan_views at the band's
+    resolution (search.band_scale), the polar rings at search.ring_resolution of it.
+
+    Every label is searched over the whole sphere: a camera on a car roof or
+    a pole sees plates far below the horizon. `detector` is there for
+    per-label settings; today all labels share one.
+    """
+    search = search or pano_search()
+    scale = search.band_scale(pano_width)
+    return sphere.plan_views(pano_width, pano_height, search.layout, scale=scale,
+                             ring_scale=search.ring_resolution * scale)
 
 
 def _detect_on_sphere(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: set[str]) -> Found:
     pixels = image.rgb8()
     height, width = pixels.shape[:2]
+    search = pano_search()
     on_sphere = []
     for detector in detectors:
         def detect_views(views, detector=detector):
             return [[d for d in found if d.label in labels] for found in detector.detect(views, rescale=False)]
 
-        found_here = sphere.detect_on_sphere(pixels, detect_views, pano_views(detector, width, height))
-        on_sphere += [(detection, detector.threshold) for detection in found_here]
+        found_here = sphere.detect_on_sphere(pixels, detect_views, pano_views(detector, width, height, search))
+        on_sphere += [(detection, _sphere_threshold(detection, detector.threshold, search)) for detection in found_here]
     found = Found([], [], "equirectangular", [])
     for detection, threshold in sorted(on_sphere, key=lambda pair: -pair[0].score):
         report_form = Detection(detection.label, detection.score, detection.boxes[0], boxes=detection.boxes,
@@ -119,6 +172,11 @@ def _detect_on_sphere(image: imageio.DecodedImage, detectors: Sequence[Detector]
         else:
             found.near_misses.append(report_form)
     return found
+
+
+def _sphere_threshold(detection: sphere.SphereDetection, threshold: float, search: PanoSearch) -> float:
+    """The score from which an object on the sphere is blurred: lower beyond the band (PanoSearch.polar_threshold)."""
+    return threshold * search.polar_threshold if abs(detection.pitch_deg) > POLAR_PITCH_DEG else threshold
 
 
 @dataclasses.dataclass(frozen=True)

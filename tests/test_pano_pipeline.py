@@ -1,17 +1,19 @@
 """A rendered 360 panorama through the whole pipeline: found all over the sphere, blurred, metadata kept."""
 
 import json
+import math
 import subprocess
 
 import cv2
 import numpy as np
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from PIL import Image
 
-from conftest import add_metadata
+from conftest import add_metadata, jpeg_bytes, render_car_with_plate
 from test_sphere import PANO_H, PANO_W, astronaut_pano
-from pii_blur import pipeline, sphere
+from pii_blur import anonymize, imageio, pipeline, sphere
 from pii_blur.config import BlurConfig
 
 
@@ -65,3 +67,50 @@ def test_perspective_mode_is_the_flat_behaviour_and_misses_the_poles(tmp_path):
     assert all("pitch_deg" not in d for d in record["detections"])
     # The flat detector misses the face at +82 degrees (within 0.1 of the top edge).
     assert not any(d["box"][1] < 0.1 * PANO_H for d in record["detections"])
+
+
+@pytest.mark.parametrize("width, band_px_per_deg", [
+    (1400, 12.0),       # 3.9 px/deg: upscaled to 12
+    (4096, 12.0),       # 11.4 px/deg: upscaled to 12
+    (5760, 16.0),       # its own 16 px/deg
+    (11520, 32.0),      # 8K: its own 32 px/deg, never less
+])
+def test_panoramas_are_searched_at_no_less_than_native_resolution(face_detector, plate_detector, width,
+                                                                  band_px_per_deg):
+    search = anonymize.PanoSearch()
+    for detector in (face_detector, plate_detector):
+        views = anonymize.pano_views(detector, width, width // 2, search)
+        band = [view for view in views if view.kind == sphere.EQUIRECT and view.fov_deg < 360]   # the fine tiles
+        rings = [view for view in views if view.kind == sphere.PERSPECTIVE]
+        assert band and rings                                       # plates too are searched at the poles
+        for view in band:
+            assert math.radians(1) * view.focal_px == pytest.approx(band_px_per_deg, rel=0.01)
+        for view in rings:   # at their centre
+            assert math.radians(1) * view.focal_px >= search.ring_resolution * band_px_per_deg * 0.99
+        assert sphere.coverage_margin_deg(views) >= 10.0
+
+
+def test_a_plate_far_below_the_horizon_is_found_and_blurred(plate_detector, monkeypatch):
+    """A plate seen from a camera on a car roof, at -65 degrees pitch."""
+    # At the panorama's own 5.7 px/deg rather than upscaled to 12: the plate is large enough, the test 4x cheaper.
+    monkeypatch.setattr(anonymize, "PANO_SEARCH", anonymize.PanoSearch(min_px_per_deg=0.0))
+    monkeypatch.delenv(anonymize.PANO_SEARCH_ENV, raising=False)
+    car = render_car_with_plate("KT52 XRW")
+    assert any(d.score >= plate_detector.threshold for d in plate_detector.detect([car])[0])   # flat first
+    pano = np.full((PANO_H, PANO_W, 3), (120, 130, 110), np.uint8)
+    view = sphere.View(40.0, -59.0, 50.0, car.shape[1], car.shape[0])
+    pano = sphere.paste_view(pano, car, view)
+    plate = sphere.Footprint(view, (290.0, 300.0, 430.0, 340.0), 1.0)   # where render_car_with_plate puts it
+    truth = sphere.sphere_detection("plate", [plate], PANO_W, PANO_H)
+    assert -67 < truth.pitch_deg < -63
+
+    image = imageio.decode(jpeg_bytes(pano, quality=95))
+    found = anonymize.detect(image, [plate_detector], {"plate"}, "equirectangular")
+    assert len(found.to_blur) == 1
+    detection = found.on_sphere[0]
+    assert detection.label == "plate"
+    assert abs(detection.pitch_deg - truth.pitch_deg) < 2 and abs(detection.yaw_deg - truth.yaw_deg) < 4
+
+    blurred = sphere.blur_on_sphere(image.pixels, found.on_sphere)
+    mask = sphere.blur_mask(PANO_H, PANO_W, [truth]) > 0.5
+    assert energy(blurred, mask) < 0.25 * energy(image.pixels, mask)
