@@ -31,7 +31,7 @@ from pii_blur.models.base import DEVICES
 from pii_blur.models.model_config import ModelConfigError, load_model_config
 from pii_blur.pipeline import runners
 from pii_blur.storage import list_inputs
-from pii_blur.transforms.report import iter_report, read_summary
+from pii_blur.report_files import iter_report, read_summary
 
 LOG = logging.getLogger("pii_blur")
 SAMPLE = "@sample"
@@ -146,10 +146,17 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
     except (ValueError, ImportError, OSError, RuntimeError) as error:
         parser.error(f"cannot use the models: {error}")
     report = _check_locations(parser, known)
+    runner = runners.plan(pipeline_args, known.workers, known.dask_address)
     args = pii_pipeline.RunArgs(input=known.input, output=known.output, report=report,
                                 config=config, started_at=time.time(), workers=known.workers,
-                                review=known.review)
-    return args, runners.plan(pipeline_args, known.workers, known.dask_address)
+                                review=known.review, settings=_settings(known), merge_report=runner.is_local)
+    return args, runner
+
+
+def _settings(known: argparse.Namespace) -> dict:
+    """The options that decide what is blurred, for the report's summary (and the review's re-run commands)."""
+    names = ("min_probability", "classes", "models", "projection", "mode", "precision")
+    return {name: getattr(known, name) for name in names if getattr(known, name, None) is not None}
 
 
 def _check_locations(parser: argparse.ArgumentParser, known: argparse.Namespace) -> str:

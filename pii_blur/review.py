@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import html
 import io
-import json
 import logging
 import math
 import os
@@ -42,8 +41,9 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from PIL import Image
 
-from pii_blur import storage
+from pii_blur import report_files, storage
 from pii_blur.models import centerface, ppocr_plate
+from pii_blur.types import Detection, FileReport
 
 LOG = logging.getLogger(__name__)
 
@@ -92,12 +92,11 @@ class Mark:
     boxes: tuple[Box, ...]
 
     @classmethod
-    def from_json(cls, item: dict) -> "Mark":
-        raw = item.get("boxes") or [item["box"]]
-        boxes = tuple(tuple(float(v) for v in box) for box in raw)
+    def from_detection(cls, detection: Detection) -> "Mark":
+        boxes = tuple(tuple(float(v) for v in box) for box in (detection.boxes or (detection.box,)))
         if any(len(box) != 4 for box in boxes):
-            raise ValueError(f"a box needs 4 numbers: {raw!r}")
-        return cls(label=str(item.get("label", "")), score=float(item.get("score", 0.0)), boxes=boxes)
+            raise ValueError(f"a box needs 4 numbers: {boxes!r}")
+        return cls(label=detection.label, score=float(detection.score), boxes=boxes)
 
     def box_text(self) -> str:
         return " + ".join("[" + ", ".join(f"{v:g}" for v in box) + "]" for box in self.boxes)
@@ -116,6 +115,16 @@ class Entry:
     near_misses: tuple[Mark, ...]
     timings: dict
     projection: Optional[str] = None
+    settings: tuple[tuple[str, object], ...] = ()
+
+    @classmethod
+    def from_report(cls, index: int, report: FileReport, settings: dict) -> "Entry":
+        """settings: the run's, from the summary line (for re-run commands)."""
+        return cls(index=index, path=report.path, status=report.status.value, output=report.output,
+                   reason=report.reason, detections=tuple(Mark.from_detection(d) for d in report.detections),
+                   near_misses=tuple(Mark.from_detection(d) for d in report.near_misses),
+                   timings=dict(report.timings), projection=report.projection or None,
+                   settings=tuple(sorted(settings.items())))
 
     @property
     def name(self) -> str:
@@ -139,32 +148,38 @@ class Report:
         return {**computed, **(self.summary or {})}
 
 
-def parse_report(text: str) -> Report:
-    """The report's entries and summary line (None when missing).
+def load_report(report_url: str) -> Report:
+    """The report's entries and summary line (None when missing), merged or in parts.
+
+    Lines are parsed by FileReport.from_json, the reader the pipeline uses.
 
     Raises:
         ValueError: a line is not JSON or misses a field; the message gives its line number.
     """
-    entries, summary = [], None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    reports, summary = [], None
+    records = report_files.iter_report(report_url)
+    number = 0
+    while True:
+        number += 1
         try:
-            item = json.loads(line)
+            item = next(records)
+        except StopIteration:
+            break
+        except ValueError as error:
+            raise ValueError(f"report line {number}: {type(error).__name__}: {error}") from error
+        try:
             if item.get("summary"):
                 summary = item
                 continue
-            entries.append(Entry(
-                index=len(entries), path=str(item["path"]), status=str(item["status"]),
-                output=None if item.get("output") is None else str(item["output"]),
-                reason=str(item.get("reason") or ""),
-                detections=tuple(Mark.from_json(d) for d in item.get("detections") or ()),
-                near_misses=tuple(Mark.from_json(d) for d in item.get("near_misses") or ()),
-                timings=dict(item.get("timings") or {}),
-                projection=item.get("projection")))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            reports.append(FileReport.from_json(item))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
             raise ValueError(f"report line {number}: {type(error).__name__}: {error}") from error
-    return Report(entries=tuple(entries), summary=summary)
+    settings = (summary or {}).get("settings") or {}
+    try:
+        entries = tuple(Entry.from_report(index, report, settings) for index, report in enumerate(reports))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"report: {type(error).__name__}: {error}") from error
+    return Report(entries=entries, summary=summary)
 
 
 # --------------------------------------------------------------------------
@@ -184,16 +199,25 @@ def rerun_threshold(label: str, score: float) -> Optional[int]:
     return None
 
 
+# The run's settings that a re-run must repeat, as CLI options (the threshold is the re-run's own).
+RERUN_OPTIONS = ("classes", "models", "projection", "mode", "precision")
+
+
 def rerun_command(entry: Entry, threshold: int) -> str:
-    """`pii-blur INPUT OUTPUT_DIR N --report R`, every argument shell-quoted.
+    """`pii-blur INPUT OUTPUT_DIR N --report R [the run's --classes, --models, ...]`, every argument shell-quoted.
 
     OUTPUT_DIR is the output's folder, so the re-run writes over the same
     output file. Its report goes beside that file, so it does not replace
-    the report of the whole run.
+    the report of the whole run. The run's own --classes, --models,
+    --projection, --mode and --precision (from the summary) are kept, so
+    the re-run finds and blurs what the run did.
     """
     output_dir = posixpath.dirname(entry.output)
     report = entry.output + ".pii-blur-report.jsonl"
-    return shlex.join(["pii-blur", entry.path, output_dir, str(threshold), "--report", report])
+    settings = dict(entry.settings)
+    options = [word for name in RERUN_OPTIONS if settings.get(name) is not None
+               for word in (f"--{name}", str(settings[name]))]
+    return shlex.join(["pii-blur", entry.path, output_dir, str(threshold), "--report", report, *options])
 
 
 # --------------------------------------------------------------------------
@@ -617,7 +641,7 @@ def build_review(report_url: str, out_dir: str, *, near_miss_rerun_threshold: in
         raise ValueError("page_size must be at least 1")
     if near_miss_rerun_threshold is not None and not 1 <= near_miss_rerun_threshold <= 100:
         raise ValueError("near_miss_rerun_threshold must be between 1 and 100")
-    report = parse_report(storage.read_bytes(report_url).decode("utf-8"))
+    report = load_report(report_url)
     blurred = [e for e in report.entries if e.status == "blurred"]
     near = [(e, k) for e in report.entries for k in range(len(e.near_misses))]
     failed = [e for e in report.entries if e.status == "failed"]

@@ -277,7 +277,14 @@ def read_bytes(url: str) -> bytes:
 
 
 def write_atomic(url: str, data: bytes, root: str = "") -> None:
-    """Write `data` so that `url` is never seen partially written.
+    """Write `data` so that `url` is never seen partially written (see open_atomic)."""
+    with open_atomic(url, root) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def open_atomic(url: str, root: str = ""):
+    """A binary file to write `url` through; it appears under its name only when the block ends without error.
 
     Local: a temporary file in the same folder, fsync, then rename over the
     target. Folders below `root` (OUTPUT, for outputs and run records) are
@@ -285,14 +292,21 @@ def write_atomic(url: str, data: bytes, root: str = "") -> None:
     itself may not be a link, so a link planted in OUTPUT can never send a
     write onto an input or anywhere else; `root` itself is followed (the
     user named it). Without `root`, only the target's folder is followed.
-    Object stores: a single put, which is atomic there.
+    Object stores: one upload, which they make visible only when complete.
 
     Raises:
         OutsideOutput: a link or a non-folder is in the way.
     """
     fs, path = _url_to_fs(url)
     if not isinstance(fs, LocalFileSystem):
-        fs.pipe_file(path, data)
+        handle = fs.open(path, "wb")
+        try:
+            yield handle
+        except BaseException:
+            if hasattr(handle, "discard"):   # abort a multipart upload; never close, which would commit it
+                handle.discard()
+            raise
+        handle.close()
         return
     root_path = _url_to_fs(root)[1] if root else os.path.dirname(path)
     os.makedirs(root_path, exist_ok=True)
@@ -312,7 +326,7 @@ def write_atomic(url: str, data: bytes, root: str = "") -> None:
         handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=folder)
         try:
             with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
+                yield stream
                 stream.flush()
                 os.fsync(stream.fileno())
             os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)

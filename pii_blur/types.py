@@ -45,8 +45,9 @@ class Detection:
 
     @classmethod
     def from_json(cls, record: dict) -> "Detection":
-        return cls(record["label"], record["score"], tuple(record["box"]),
-                   boxes=tuple(tuple(b) for b in record.get("boxes", ())),
+        boxes = tuple(tuple(b) for b in record.get("boxes") or ())
+        return cls(record["label"], record["score"], tuple(record["box"] if "box" in record else boxes[0]),
+                   boxes=boxes,
                    yaw_deg=record.get("yaw_deg"), pitch_deg=record.get("pitch_deg"))
 
     def to_json(self) -> dict:

@@ -18,7 +18,7 @@ from pii_blur import imageio, pipeline
 from pii_blur.config import BlurConfig
 from pii_blur.storage import list_inputs
 from pii_blur.transforms.match import balanced_groups
-from pii_blur.transforms.report import read_summary
+from pii_blur.report_files import read_summary
 from pii_blur.types import InputFile
 
 LOCAL = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]

@@ -268,6 +268,16 @@ def test_rerun_command_is_shell_safe_for_odd_names():
                          "--report", f"/out/sub/{name}.pii-blur-report.jsonl"]
 
 
+def test_rerun_command_keeps_the_runs_models_classes_and_projection():
+    entry = review.Entry(index=0, path="file:///in/a.jpg", status="copied", output="/out/a.jpg", reason="",
+                         detections=(), near_misses=(), timings={},
+                         settings=(("classes", "face,person"), ("min_probability", 40), ("models", "my models.yaml"),
+                                   ("projection", "equirectangular")))
+    words = shlex.split(review.rerun_command(entry, 17))
+    assert words[3] == "17" and words[6:] == ["--classes", "face,person", "--models", "my models.yaml",
+                                              "--projection", "equirectangular"]
+
+
 @pytest.mark.parametrize("label, score, expected", [
     ("face", 0.15, 29),     # CenterFace: threshold 0.5 * N / 100 must fall below 0.15
     ("face", 0.1999, 39),

@@ -23,7 +23,9 @@ class RunArgs:
     lists them inside the pipeline. shares: split the listed inputs into
     this many groups of about equal bytes, one per local worker
     (MatchImages); 0 fans out single paths. review: local folder for the HTML review
-    page written after the run, or None.
+    page written after the run, or None. settings: the options the run was
+    given, recorded in the report's summary. merge_report: merge the report's
+    parts into one sorted file at the end (local runs), or leave them (WriteReport).
     """
 
     input: str
@@ -35,6 +37,8 @@ class RunArgs:
     inputs: Optional[tuple[InputFile, ...]] = None
     shares: int = 0
     review: Optional[str] = None
+    settings: dict = dataclasses.field(default_factory=dict)
+    merge_report: bool = True
 
 
 def build(pipeline: beam.Pipeline, args: RunArgs):
@@ -48,5 +52,6 @@ def build(pipeline: beam.Pipeline, args: RunArgs):
                                 report_url=args.report)
         | "Anonymize" >> AnonymizeImages(args.config)
     )
-    _ = reports | "Report" >> WriteReport(args.report, args.started_at)
+    _ = reports | "Report" >> WriteReport(args.report, args.started_at, settings=args.settings,
+                                          merge=args.merge_report)
     return reports

@@ -1,70 +1,100 @@
-"""Writing the JSON-lines report: one line per input, then a summary line."""
+"""Writing the JSON-lines report: part files in parallel, a combined summary, then one sorted file."""
 
 from __future__ import annotations
 
-import collections
-import json
-import time
+from typing import Optional
 
 import apache_beam as beam
-import fsspec
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
-from pii_blur import storage
-from pii_blur.types import FileReport, Status
+from pii_blur import report_files
+from pii_blur.types import FileReport
 
 
-def report_lines(reports: list[FileReport], started_at: float) -> str:
-    """The report's text: lines sorted by input path, then the summary.
+class _CountReports(beam.CombineFn):
+    """FileReports -> counts per status and detections per label (report_files.empty_counts)."""
 
-    started_at: time.time() when the run began, for the total seconds.
+    def create_accumulator(self) -> dict:
+        return report_files.empty_counts()
+
+    def add_input(self, counts: dict, report: FileReport) -> dict:
+        return report_files.add_to_counts(counts, report)
+
+    def merge_accumulators(self, accumulators) -> dict:
+        return report_files.merge_counts(accumulators)
+
+    def extract_output(self, counts: dict) -> dict:
+        return counts
+
+
+class _WriteParts(beam.DoFn):
+    """Report lines -> part files of at most PART_LINES lines; yields each part's URL.
+
+    Written through fsspec (any store the run reads and writes), each part
+    under a new name: a retried bundle leaves a duplicate part, whose lines
+    the merge drops (one line per input path).
     """
-    ordered = sorted(reports, key=lambda r: r.path)
-    counts = collections.Counter(r.status.value for r in ordered)
-    detections = collections.Counter(d.label for r in ordered for d in r.detections
-                                     if r.status == Status.BLURRED)
-    summary = {
-        "summary": True,
-        "files": len(ordered),
-        **{status.value: counts.get(status.value, 0) for status in Status},
-        "detections": dict(sorted(detections.items())),
-        "total_seconds": round(time.time() - started_at, 3),
-    }
-    lines = [json.dumps(r.to_json(), sort_keys=True) for r in ordered]
-    lines.append(json.dumps(summary, sort_keys=True))
-    return "\n".join(lines) + "\n"
+
+    def __init__(self, folder_url: str):
+        self.folder_url = folder_url
+        self.lines: list[str] = []
+
+    def start_bundle(self):
+        self.lines = []
+
+    def process(self, line: str):
+        self.lines.append(line)
+        if len(self.lines) >= report_files.PART_LINES:
+            yield self._flush()
+
+    def finish_bundle(self):
+        if self.lines:
+            yield WindowedValue(self._flush(), MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _flush(self) -> str:
+        url = report_files.write_part(self.folder_url, self.lines)
+        self.lines = []
+        return url
 
 
-def _write(reports: list[FileReport], report_url: str, started_at: float) -> str:
-    storage.write_atomic(report_url, report_lines(reports, started_at).encode())
-    return report_url
+def _with_parts(summary_url: str, parts: list[str]) -> tuple[str, list[str]]:
+    return summary_url, parts
 
 
 class WriteReport(beam.PTransform):
-    """PCollection[FileReport] -> the report file at `report_url`, written once, atomically."""
+    """PCollection[FileReport] -> the report at `report_url`.
 
-    def __init__(self, report_url: str, started_at: float):
+    Lines go to part files (no element held in memory beyond a part's
+    lines) and the summary through a CombineGlobally, so millions of inputs
+    need no single worker's memory. With merge=True the parts are then
+    merged, by streaming, into one file sorted by input path with the
+    summary last (report_files.merge_parts); otherwise they stay in
+    REPORT.parts/RUN/, which `pii-blur review` and read_summary read too.
+
+    settings: the run's settings, recorded in the summary line.
+    """
+
+    def __init__(self, report_url: str, started_at: float, settings: Optional[dict] = None, merge: bool = True):
         super().__init__()
         self.report_url = report_url
         self.started_at = started_at
+        self.settings = settings or {}
+        self.merge = merge
 
     def expand(self, reports):
-        return (
-            reports
-            | "Gather" >> beam.combiners.ToList()
-            | "Write" >> beam.Map(_write, report_url=self.report_url, started_at=self.started_at)
-        )
-
-
-def iter_report(report_url: str):
-    """Each line of a written report as a dict, read as a stream (summary included)."""
-    fs, path = fsspec.core.url_to_fs(report_url)
-    with fs.open(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
-
-
-def read_summary(report_url: str) -> dict:
-    """The summary (last) line of a written report."""
-    text = storage.read_bytes(report_url).decode()
-    return json.loads(text.strip().splitlines()[-1])
+        folder = report_files.run_folder(self.report_url, self.started_at)
+        parts = (reports
+                 | "ToJson" >> beam.Map(report_files.report_line)
+                 | "WriteParts" >> beam.ParDo(_WriteParts(folder)))
+        summary = (reports
+                   | "Count" >> beam.CombineGlobally(_CountReports())
+                   | "WriteSummary" >> beam.Map(report_files.write_summary, folder_url=folder,
+                                                started_at=self.started_at, settings=self.settings))
+        # The merge waits for both: the summary is its main input, the parts a side input.
+        written = summary | "Parts" >> beam.Map(_with_parts, parts=beam.pvalue.AsList(parts))
+        if not self.merge:
+            return written
+        return written | "Merge" >> beam.Map(report_files.merge_parts, report_url=self.report_url,
+                                             started_at=self.started_at)
