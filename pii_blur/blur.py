@@ -147,7 +147,12 @@ class _Ellipse:
 
 
 def blur_ellipse(pixels: np.ndarray, box, style: BlurStyle, mode: str = DEFAULT_MODE) -> None:
-    """Cover, in place, a feathered ellipse around `box` ([x1, y1, x2, y2] pixels)."""
+    """Cover, in place, a feathered ellipse around `box` ([x1, y1, x2, y2] pixels).
+
+    Raises:
+        ValueError: a mode not in MODES.
+    """
+    check_mode(mode)
     ellipse = _Ellipse(box, style)
     # The margin lets pixels near the edge be blurred with their real neighbours.
     margin = {"blur": 3 * ellipse.sigma, "pixelate": ellipse.block, "fill": 0.0}[mode]
@@ -170,17 +175,19 @@ def cover(region: np.ndarray, mode: str, sigma_px: float, block_px: int, alpha: 
     blur: Gaussian of sigma_px; pixelate: blocks of block_px, the grid
     through pixel `origin` (row, column); fill: the alpha-weighted mean
     colour (alpha: HxW weights, the cover's strength).
+
+    Raises:
+        ValueError: a mode not in MODES.
     """
+    check_mode(mode)
     if mode == "blur":
         return gaussian_blur(region, sigma_px)
     if mode == "pixelate":
         return pixelate(region, block_px, origin)
-    if mode == "fill":
-        weights = alpha.reshape(alpha.shape + (1,) * (region.ndim - 2))
-        total = float(alpha.sum())
-        mean = (region * weights).sum(axis=(0, 1)) / total if total > 0 else region.mean(axis=(0, 1))
-        return np.broadcast_to(np.asarray(mean, np.float32), region.shape)
-    raise ValueError(f"unknown cover mode {mode!r}; choose from {MODES}")
+    weights = alpha.reshape(alpha.shape + (1,) * (region.ndim - 2))
+    total = float(alpha.sum())
+    mean = (region * weights).sum(axis=(0, 1)) / total if total > 0 else region.mean(axis=(0, 1))
+    return np.broadcast_to(np.asarray(mean, np.float32), region.shape)
 
 
 def mix_into(region: np.ndarray, covered: np.ndarray, alpha: np.ndarray) -> None:
@@ -212,12 +219,12 @@ def pixelate(region: np.ndarray, block_px: int, origin: tuple[int, int] = (0, 0)
     pad_top, pad_left = (-origin[0]) % block, (-origin[1]) % block
     rows = -(-(height + pad_top) // block) * block
     columns = -(-(width + pad_left) // block) * block
-    pads = ((pad_top, rows - height - pad_top), (pad_left, columns - width - pad_left)) + ((0, 0),) * (region.ndim - 2)
-    counts = np.pad(np.ones((height, width), np.float32), pads[:2])
-    padded = np.pad(region, pads)
+    pads = ((pad_top, rows - height - pad_top), (pad_left, columns - width - pad_left))
+    channels = ((0, 0),) * (region.ndim - 2)
     shape = (rows // block, block, columns // block, block)
-    sums = padded.reshape(shape + region.shape[2:]).sum(axis=(1, 3))
-    means = sums / np.maximum(counts.reshape(shape).sum(axis=(1, 3)), 1.0).reshape(sums.shape[:2] + (1,) * (region.ndim - 2))
+    sums = np.pad(region, pads + channels).reshape(shape + region.shape[2:]).sum(axis=(1, 3))
+    counts = np.pad(np.ones((height, width), np.float32), pads).reshape(shape).sum(axis=(1, 3))
+    means = sums / counts.reshape(counts.shape + (1,) * (region.ndim - 2))   # every block holds a pixel
     full = np.repeat(np.repeat(means, block, axis=0), block, axis=1)
     return np.ascontiguousarray(full[pad_top:pad_top + height, pad_left:pad_left + width]).astype(np.float32)
 

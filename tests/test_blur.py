@@ -4,7 +4,7 @@ import pytest
 
 from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy
 from pii_blur import sphere
-from pii_blur.blur import MODES, BlurStyle, blur_detections, blur_ellipse, blur_mask, style_for
+from pii_blur.blur import MODES, BlurStyle, blur_detections, blur_ellipse, blur_mask, pixelate, style_for
 from pii_blur.types import Detection
 
 # The astronaut shrunk 14x and pasted into the full-size photo: a real face
@@ -131,6 +131,15 @@ def test_every_mode_fades_out_over_the_feather(astronaut, mode):
     band = (mask > 0) & (mask < 1)
     assert band.sum() > 1000 and change[band].max() > 20
     assert (change[band] <= mask[band] * 255 + 1).all()
+
+
+def test_pixelate_blocks_are_means_on_a_grid_through_the_origin():
+    region = np.random.default_rng(0).random((13, 17, 3)).astype(np.float32)
+    mosaic = pixelate(region, 5, origin=(2, 3))
+    assert mosaic.shape == region.shape
+    assert np.allclose(mosaic[2:7, 3:8], region[2:7, 3:8].mean(axis=(0, 1)))
+    assert np.allclose(mosaic[:2, :3], region[:2, :3].mean(axis=(0, 1)))   # cut by the edge: its own pixels only
+    assert np.allclose(mosaic[12:, 13:], region[12:, 13:].mean(axis=(0, 1)))
 
 
 def test_unknown_mode_is_refused(astronaut):
