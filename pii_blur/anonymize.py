@@ -52,27 +52,70 @@ def projection_of(image: imageio.DecodedImage, data: bytes, requested: str) -> s
     return "equirectangular" if is_pano and image.orientation == 1 else "perspective"
 
 
-def detect(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: set[str],
-           projection: str = "perspective") -> Found:
-    """Objects of `labels` in `image`; projection as from projection_of().
+@dataclasses.dataclass
+class Views:
+    """What the detectors look at in one image.
 
-    Perspective images are seen upright (EXIF orientation applied), because
-    models are trained on upright faces and plates. Panoramas are seen through
-    overlapping views covering the whole sphere (sphere.py).
+    projection: as from projection_of(). images: HxWx3 uint8 RGB views,
+    upright: the whole upright photo, or a panorama's views (sphere.py).
+    plan: the panorama's sphere.View of each image; () for a photo.
     """
-    if projection == "equirectangular":
-        return _detect_on_sphere(image, detectors, labels)
-    upright = to_upright(image.rgb8(), image.orientation)
-    upright_h, upright_w = upright.shape[:2]
+
+    projection: str
+    images: list
+    plan: tuple = ()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(image.nbytes for image in self.images)
+
+
+def project(image: imageio.DecodedImage, projection: str) -> Views:
+    """The views of `image` to search (every detector searches the same ones).
+
+    Photos are seen upright (EXIF orientation applied), because models are
+    trained on upright faces and plates. Panoramas are seen through
+    overlapping views covering the whole sphere (pano_views, sphere.py).
+    """
+    if projection != "equirectangular":
+        return Views(projection, [to_upright(image.rgb8(), image.orientation)])
+    pixels = image.rgb8()
+    plan = tuple(pano_views(pixels.shape[1], pixels.shape[0]))
+    return Views(projection, [sphere.render_view(pixels, view) for view in plan], plan)
+
+
+def detect_views(detector: Detector, views: Views) -> list[list[Detection]]:
+    """`detector`'s detections in each view, in that view's pixels (near misses included)."""
+    return detector.detect(views.images, rescale=not views.plan)
+
+
+def merge(image: imageio.DecodedImage, views: Views, found_by: Sequence[tuple[float, list[list[Detection]]]],
+          labels: set[str]) -> Found:
+    """Detections of `labels` per view, from each detector, as one image's Found.
+
+    found_by: per detector, (its threshold, its detections per view). A
+    photo's boxes go back to stored pixels; a panorama's footprints from
+    overlapping views are merged on the sphere.
+    """
+    if views.plan:
+        return _merge_on_sphere(image, views, found_by, labels)
+    upright_h, upright_w = views.images[0].shape[:2]
     found = Found([], [])
-    for detector in detectors:
-        for detection in detector.detect([upright])[0]:
+    for threshold, per_view in found_by:
+        for detection in per_view[0]:
             if detection.label not in labels:
                 continue
             box = box_upright_to_stored(detection.box, image.orientation, upright_w, upright_h)
             stored = Detection(detection.label, detection.score, box)
-            (found.to_blur if detection.score >= detector.threshold else found.near_misses).append(stored)
+            (found.to_blur if detection.score >= threshold else found.near_misses).append(stored)
     return found
+
+
+def detect(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: set[str],
+           projection: str = "perspective") -> Found:
+    """Objects of `labels` in `image`: project, detect_views with each detector, merge."""
+    views = project(image, projection)
+    return merge(image, views, [(d.threshold, detect_views(d, views)) for d in detectors], labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,14 +179,12 @@ def pano_search() -> PanoSearch:
     return dataclasses.replace(PANO_SEARCH, **changes)
 
 
-def pano_views(detector: Detector, pano_width: int, pano_height: int,
-               search: Optional[PanoSearch] = None) -> list[sphere.View]:
-    """The views of a panorama that `detector` searches: sphere.plan_views at the band's
-    resolution (search.band_scale), the polar rings at search.ring_resolution of it.
+def pano_views(pano_width: int, pano_height: int, search: Optional[PanoSearch] = None) -> list[sphere.View]:
+    """The views of a panorama that every detector searches: sphere.plan_views at the
+    band's resolution (search.band_scale), the polar rings at search.ring_resolution of it.
 
     Every label is searched over the whole sphere: a camera on a car roof or
-    a pole sees plates far below the horizon. `detector` is there for
-    per-label settings; today all labels share one.
+    a pole sees plates far below the horizon.
     """
     search = search or pano_search()
     scale = search.band_scale(pano_width)
@@ -151,17 +192,14 @@ def pano_views(detector: Detector, pano_width: int, pano_height: int,
                              ring_scale=search.ring_resolution * scale)
 
 
-def _detect_on_sphere(image: imageio.DecodedImage, detectors: Sequence[Detector], labels: set[str]) -> Found:
-    pixels = image.rgb8()
-    height, width = pixels.shape[:2]
+def _merge_on_sphere(image: imageio.DecodedImage, views: Views,
+                     found_by: Sequence[tuple[float, list[list[Detection]]]], labels: set[str]) -> Found:
     search = pano_search()
     on_sphere = []
-    for detector in detectors:
-        def detect_views(views, detector=detector):
-            return [[d for d in found if d.label in labels] for found in detector.detect(views, rescale=False)]
-
-        found_here = sphere.detect_on_sphere(pixels, detect_views, pano_views(detector, width, height, search))
-        on_sphere += [(detection, _sphere_threshold(detection, detector.threshold, search)) for detection in found_here]
+    for threshold, per_view in found_by:
+        kept = [[d for d in detections if d.label in labels] for detections in per_view]
+        found_here = sphere.merge_view_detections(list(views.plan), kept, image.width, image.height)
+        on_sphere += [(detection, _sphere_threshold(detection, threshold, search)) for detection in found_here]
     found = Found([], [], "equirectangular", [])
     for detection, threshold in sorted(on_sphere, key=lambda pair: -pair[0].score):
         report_form = Detection(detection.label, detection.score, detection.boxes[0], boxes=detection.boxes,

@@ -780,7 +780,15 @@ def detect_on_sphere(equirect_rgb: np.ndarray, detect_views: Callable[[list[np.n
     if views is None:
         views = plan_views(pano_width, pano_height)
     images = [render_view(equirect_rgb, view) for view in views]
-    results = detect_views(images)
+    return merge_view_detections(views, detect_views(images), pano_width, pano_height)
+
+
+def merge_view_detections(views: Sequence[View], results: Sequence[Sequence[Detection]], pano_width: int,
+                          pano_height: int) -> list[SphereDetection]:
+    """Objects on the sphere from detections per view (boxes in each view's pixels), best first.
+
+    Duplicates from overlapping views are merged per label (merge_footprints).
+    """
     if len(results) != len(views):
         raise ValueError(f"detect_views returned {len(results)} results for {len(views)} views")
     by_label: dict[str, list[Footprint]] = {}
