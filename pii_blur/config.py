@@ -10,7 +10,8 @@ from typing import Optional
 from pii_blur.blur import DEFAULT_MODE
 from pii_blur.imageio import MAX_PIXELS
 from pii_blur.manifest import settings_fingerprint
-from pii_blur.models.base import DetectorConfig, available_detectors, create_detector, needs_model_file
+from pii_blur.models.base import (DEFAULT_PRECISION, DetectorConfig, available_detectors, create_detector,
+                                  needs_model_file, precision_of)
 from pii_blur.models.model_config import ModelSpec, pin_model_files
 
 # Which registered detector finds each class by default.
@@ -36,6 +37,8 @@ class BlurConfig:
         (model_config.load_model_config; pinned to its files' sha256 at start-up).
         A class without one uses DEFAULT_BACKENDS.
     mode: how found objects are covered: blur | pixelate | fill (pii_blur.blur.MODES).
+    precision: int8 | fp32 weights for the built-in ONNX models, or None for
+        each model's measured default (models.base.DEFAULT_PRECISION).
     progress_dir: local folder where workers count finished inputs for the
         launcher's progress display (pii_blur.progress), or None. Not an
         output setting: it is not in the fingerprint.
@@ -51,6 +54,7 @@ class BlurConfig:
     device: str = "cpu"
     models: tuple[ModelSpec, ...] = ()
     mode: str = DEFAULT_MODE
+    precision: Optional[str] = None
     progress_dir: Optional[str] = None
 
     def fingerprint(self) -> str:
@@ -59,12 +63,17 @@ class BlurConfig:
         The models used (backend, content hash, settings) count too; without
         --models the value is what it was before models were configurable.
         """
-        base = settings_fingerprint(self.classes, self.min_probability, self.projection, self.mode)
+        base = settings_fingerprint(self.classes, self.min_probability, self.projection, self.mode,
+                                    self.precisions())
         used = self.used_models()
         if not used:
             return base
         text = json.dumps([base, sorted((s.to_json() for s in used), key=json.dumps)], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def precisions(self) -> dict[str, str]:
+        """The precision each built-in ONNX model runs at, chosen or default."""
+        return {name: precision_of(name, self.precision) for name in sorted(DEFAULT_PRECISION)}
 
     def used_models(self) -> tuple[ModelSpec, ...]:
         """The configured models that find at least one of `classes`, each limited to those classes."""
@@ -99,7 +108,7 @@ class BlurConfig:
     def detector_config(self) -> DetectorConfig:
         """Settings for every detector of the run; create_detector picks each backend's models."""
         return DetectorConfig(min_probability=self.min_probability, threads=self.threads, device=self.device,
-                              models=self.used_models())
+                              models=self.used_models(), precision=self.precision)
 
 
 def prepare_models(config: BlurConfig) -> BlurConfig:

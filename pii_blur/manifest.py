@@ -18,15 +18,18 @@ from pii_blur import __version__, storage
 from pii_blur.types import FileReport, InputFile
 
 
-def settings_fingerprint(classes, min_probability: float, projection: str, mode: str) -> str:
+def settings_fingerprint(classes, min_probability: float, projection: str, mode: str,
+                         precisions: Optional[dict] = None) -> str:
     """Changes whenever a setting that affects outputs changes.
 
     mode: the cover mode (pii_blur.blur.MODES). It is always part of the
     text, so outputs made before it existed, with the weaker blur of then,
     are redone too.
+    precisions: built-in model name -> "int8" | "fp32", as run (chosen or
+    default), so that a changed default redoes outputs too.
     """
     text = json.dumps({"version": __version__, "classes": sorted(classes), "p": round(min_probability, 4),
-                       "projection": projection, "mode": mode})
+                       "projection": projection, "mode": mode, "precisions": precisions or {}})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -102,3 +102,60 @@ def test_vendored_plate_detector_is_folded():
     assert "Clip" not in ops and "Div" not in ops and ops.count("HardSigmoid") == 34
     again, counts = derive(shipped)
     assert again == shipped and not any(counts.values())
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_each_precision_finds_the_astronaut_and_a_plate(precision, astronaut):
+    """int8 QDQ models run on any CPU ONNX Runtime supports (with or without VNNI)."""
+    config = DetectorConfig(min_probability=0.4, threads=1, precision=precision)
+    faces = above_threshold(create_detector("onnx-centerface", config), astronaut)
+    assert len(faces) == 1 and iou(faces[0].box, ASTRONAUT_FACE_BOX) > 0.7
+    plates = above_threshold(create_detector("onnx-ppocr-plate", config), render_car_with_plate())
+    assert len(plates) == 1
+    x1, y1, x2, y2 = plates[0].box
+    assert x1 <= 295 and y1 <= 305 and x2 >= 425 and y2 >= 335
+
+
+def test_int8_weights_are_quantised_copies_of_the_fp32_ones():
+    """tools/derive_int8.py's output: QDQ with per-channel int8 weights, a quarter of the size or less."""
+    import onnx
+
+    from pii_blur.models.weights import read_vendored, weights_for
+
+    for name in ("centerface_dynamic.onnx", "ppocrv4_det_folded.onnx"):
+        quantised = read_vendored(weights_for(name, "int8"))
+        assert len(quantised) < 0.35 * len(read_vendored(name))
+        ops = {node.op_type for node in onnx.load_from_string(quantised).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_unknown_precision_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="int8"):
+        create_detector("onnx-centerface", DetectorConfig(precision="fp16"))
+
+
+def test_same_size_images_share_a_batch_with_unchanged_results(face_detector, plate_detector, astronaut):
+    from pii_blur.models.base import same_size_batches
+
+    assert same_size_batches([(32, 32), (64, 32), (32, 32)], max_pixels=4096) == [[0, 2], [1]]
+    assert same_size_batches([(32, 32)] * 3, max_pixels=2048) == [[0, 1], [2]]
+    car = render_car_with_plate()
+    views = [astronaut, astronaut[:, ::-1].copy(), cv2.resize(car, (512, 512))]
+    for detector in (face_detector, plate_detector):
+        together = detector.detect(views, rescale=False)
+        alone = [detector.detect([view], rescale=False)[0] for view in views]
+        for a, b in zip(together, alone):
+            assert [d.label for d in a] == [d.label for d in b]
+            assert np.allclose([d.box for d in a], [d.box for d in b], atol=1e-2)
+
+
+def test_precision_reaches_the_detectors_and_the_fingerprint():
+    from pii_blur.config import BlurConfig
+    from pii_blur.models.base import DEFAULT_PRECISION
+
+    assert BlurConfig(precision="int8").detector_config().precision == "int8"
+    assert BlurConfig(precision="int8").fingerprint() != BlurConfig(precision="fp32").fingerprint()
+    assert BlurConfig().precisions() == DEFAULT_PRECISION
+    for precision in ("int8", "fp32"):
+        everywhere = set(DEFAULT_PRECISION.values()) == {precision}
+        assert (BlurConfig().fingerprint() == BlurConfig(precision=precision).fingerprint()) == everywhere

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from pii_blur.geometry import nms
-from pii_blur.models.base import Detector, DetectorConfig, onnx_session, register, round_up
-from pii_blur.models.weights import read_vendored
+from pii_blur.models.base import Detector, DetectorConfig, onnx_session, register, round_up, same_size_batches
+from pii_blur.models.weights import read_vendored, weights_for
 from pii_blur.types import Detection
 
 STRIDE = 4
@@ -38,32 +38,62 @@ def threshold_for(min_probability: float) -> float:
 
 @register("onnx-centerface")
 class CenterFace(Detector):
+    """precision (config.precision_of): "int8" runs the statically quantised copy
+    made by tools/derive_int8.py, "fp32" the original weights."""
+
     labels = ("face",)
 
     def __init__(self, config: DetectorConfig):
         self.threshold = threshold_for(config.min_probability)
-        self.session = onnx_session(read_vendored("centerface_dynamic.onnx"), config.threads)
+        self.precision = config.precision_of("onnx-centerface")
+        self.session = onnx_session(read_vendored(weights_for("centerface_dynamic.onnx", self.precision)),
+                                    config.threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def detect(self, images_rgb: Sequence[np.ndarray], rescale: bool = True) -> list[list[Detection]]:
         """rescale: upscale small images (see UPSCALE_TARGET_LONG_SIDE); False
-        runs at the given resolution, for callers that choose it (panorama views)."""
-        return [self._detect_one(image, rescale) for image in images_rgb]
+        runs at the given resolution, for callers that choose it (panorama views).
+        Images of one network size (e.g. panorama views) share a session.run."""
+        found: list[list[Detection]] = [[] for _ in images_rgb]
+        sizes = [network_size(image.shape[:2], rescale) for image in images_rgb]
+        for batch in same_size_batches(sizes):
+            blobs = [preprocess(images_rgb[index], rescale) for index in batch]
+            blob = blobs[0] if len(blobs) == 1 else np.concatenate(blobs)
+            outputs = self.session.run(None, {self.input_name: blob})
+            for row, index in enumerate(batch):
+                found[index] = self._decode(images_rgb[index].shape[:2], sizes[index], [out[row] for out in outputs])
+        return found
 
-    def _detect_one(self, image_rgb: np.ndarray, rescale: bool) -> list[Detection]:
-        height, width = image_rgb.shape[:2]
-        scale = min(MAX_UPSCALE, max(1.0, UPSCALE_TARGET_LONG_SIDE / max(height, width))) if rescale else 1.0
-        net_w, net_h = round_up(width * scale, 32), round_up(height * scale, 32)
-        resized = cv2.resize(image_rgb, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
-        blob = resized.transpose(2, 0, 1)[None].astype(np.float32)
-        heatmap, log_size, offset, _landmarks = self.session.run(None, {self.input_name: blob})
-        boxes, scores = decode_centerface(heatmap[0, 0], log_size[0], offset[0], self.floor)
+    def _decode(self, image_size, net_size, outputs) -> list[Detection]:
+        """Detections in image pixels from one image's outputs (heatmap, log sizes, offsets, landmarks)."""
+        (height, width), (net_h, net_w) = image_size, net_size
+        heatmap, log_size, offset, _landmarks = outputs
+        boxes, scores = decode_centerface(heatmap[0], log_size, offset, self.floor)
         if not len(boxes):
             return []
         keep = nms(boxes, scores, NMS_IOU)
         boxes = boxes[keep] / np.array([net_w / width, net_h / height] * 2, dtype=np.float32)
         boxes = np.clip(boxes, 0, [width, height, width, height])
         return [Detection("face", float(s), tuple(float(v) for v in b)) for b, s in zip(boxes, scores[keep])]
+
+
+def network_size(image_size: tuple[int, int], rescale: bool) -> tuple[int, int]:
+    """The network input's (height, width) for an image of (height, width) pixels (see preprocess)."""
+    height, width = image_size
+    scale = min(MAX_UPSCALE, max(1.0, UPSCALE_TARGET_LONG_SIDE / max(height, width))) if rescale else 1.0
+    return round_up(height * scale, 32), round_up(width * scale, 32)
+
+
+def preprocess(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:
+    """The network's 1x3xHxW float32 RGB input (0..255) for an HxWx3 uint8 RGB image.
+
+    rescale: upscale small images (UPSCALE_TARGET_LONG_SIDE); H and W are
+    rounded up to multiples of 32 either way. tools/derive_int8.py calibrates
+    on exactly this.
+    """
+    net_h, net_w = network_size(image_rgb.shape[:2], rescale)
+    resized = cv2.resize(image_rgb, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
+    return resized.transpose(2, 0, 1)[None].astype(np.float32)
 
 
 def decode_centerface(heatmap: np.ndarray, log_size: np.ndarray, offset: np.ndarray, threshold: float):

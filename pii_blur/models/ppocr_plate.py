@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 
 from pii_blur.geometry import nms
-from pii_blur.models.base import Detector, DetectorConfig, onnx_session, register, round_up
-from pii_blur.models.weights import read_vendored
+from pii_blur.models.base import Detector, DetectorConfig, onnx_session, register, round_up, same_size_batches
+from pii_blur.models.weights import read_vendored, weights_for
 from pii_blur.types import Detection
 
 PIXEL_THRESHOLD = 0.3      # text probability for a pixel to join a blob
@@ -54,27 +54,38 @@ def threshold_for(min_probability: float) -> float:
 
 @register("onnx-ppocr-plate")
 class PlateDetector(Detector):
+    """precision (config.precision_of): "int8" runs the text detector's statically
+    quantised copy (tools/derive_int8.py); the recogniser is fp32 either way."""
+
     labels = ("plate",)
 
     def __init__(self, config: DetectorConfig):
         self.threshold = threshold_for(config.min_probability)
-        self.session = onnx_session(read_vendored("ppocrv4_det_folded.onnx"), config.threads)
+        self.precision = config.precision_of("onnx-ppocr-plate")
+        self.session = onnx_session(read_vendored(weights_for("ppocrv4_det_folded.onnx", self.precision)),
+                                    config.threads)
         self.input_name = self.session.get_inputs()[0].name
         self.reader = TextReader(config.threads)
 
     def detect(self, images_rgb: Sequence[np.ndarray], rescale: bool = True) -> list[list[Detection]]:
-        """rescale: upscale images whose short side is under MIN_SHORT_SIDE; False
-        runs at the given resolution, for callers that choose it (panorama views)."""
-        return [self._detect_one(image, rescale) for image in images_rgb]
+        """rescale: upscale small images (see network_size); False runs at the
+        given resolution, for callers that choose it (panorama views). Images
+        of one network size (e.g. panorama views) share a session.run."""
+        found: list[list[Detection]] = [[] for _ in images_rgb]
+        sizes = [network_size(image.shape[:2], rescale) for image in images_rgb]
+        for batch in same_size_batches(sizes):
+            blobs = [preprocess(images_rgb[index], rescale) for index in batch]
+            blob = blobs[0] if len(blobs) == 1 else np.concatenate(blobs)
+            probabilities = self.session.run(None, {self.input_name: blob})[0]
+            for row, index in enumerate(batch):
+                found[index] = self._plates(images_rgb[index], probabilities[row, 0])
+        return found
 
-    def _detect_one(self, image_rgb: np.ndarray, rescale: bool) -> list[Detection]:
+    def _plates(self, image_rgb: np.ndarray, probability: np.ndarray) -> list[Detection]:
+        """Plates in one image from its text probability map; the recogniser reads only
+        the plate-shaped candidates, all in one session.run."""
         height, width = image_rgb.shape[:2]
-        scale = max(1.0, MIN_SHORT_SIDE / min(height, width)) if rescale else 1.0
-        scale = min(scale, MAX_LONG_SIDE / max(height, width))
-        net_w, net_h = round_up(width * scale, 32), round_up(height * scale, 32)
-        resized = cv2.resize(image_rgb[:, :, ::-1], (net_w, net_h), interpolation=cv2.INTER_LINEAR)
-        blob = ((resized.astype(np.float32) / 127.5) - 1.0).transpose(2, 0, 1)[None]
-        probability = self.session.run(None, {self.input_name: blob})[0][0, 0]
+        net_h, net_w = probability.shape
         rects = text_regions(probability, self.floor)
         detections = []
         factor = np.array([width / net_w, height / net_h], dtype=np.float32)
@@ -96,6 +107,25 @@ class PlateDetector(Detector):
                 detections.append(Detection("plate", float(scores_array[index]),
                                             tuple(float(v) for v in boxes_array[index])))
         return detections
+
+
+def network_size(image_size: tuple[int, int], rescale: bool) -> tuple[int, int]:
+    """The detector input's (height, width) for an image of (height, width) pixels (see preprocess)."""
+    height, width = image_size
+    scale = max(1.0, MIN_SHORT_SIDE / min(height, width)) if rescale else 1.0
+    scale = min(scale, MAX_LONG_SIDE / max(height, width))
+    return round_up(height * scale, 32), round_up(width * scale, 32)
+
+
+def preprocess(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:
+    """The detector's 1x3xHxW float32 BGR input, (x / 255 - 0.5) / 0.5, for an HxWx3 uint8 RGB image.
+
+    rescale: upscale small images (MIN_SHORT_SIDE); H and W are rounded up
+    to multiples of 32 either way. tools/derive_int8.py calibrates on exactly this.
+    """
+    net_h, net_w = network_size(image_rgb.shape[:2], rescale)
+    resized = cv2.resize(image_rgb[:, :, ::-1], (net_w, net_h), interpolation=cv2.INTER_LINEAR)
+    return ((resized.astype(np.float32) / 127.5) - 1.0).transpose(2, 0, 1)[None]
 
 
 def looks_like_plate(size, factor) -> bool:

@@ -11,7 +11,15 @@ VENDORED_WEIGHTS = {
     "centerface_dynamic.onnx": "337a4dc06d895a4bda6b98e942efae107e3edad9b4e1d80982ba7c21c6af7c48",
     "ppocrv4_det_folded.onnx": "c455789ec939f6d82133eee78a951b969105eb6bbd10d9dc0801f2bfd5ad9d8c",
     "ppocrv4_rec.onnx": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+    # Derived from the fp32 files above by tools/derive_int8.py.
+    "centerface_dynamic_int8.onnx": "a4c707af7db40d29f5d5b4a11f80314ecc718e726672e5ce28a2a57ea37ddbbc",
+    "ppocrv4_det_folded_int8.onnx": "fed379b79e054bebf9040cad97f17efc5a7a610e79214d7807881caf85d24d41",
 }
+
+
+def weights_for(fp32_name: str, precision: str) -> str:
+    """The vendored file of `fp32_name`'s model at `precision` ("int8" or "fp32")."""
+    return fp32_name if precision == "fp32" else fp32_name.replace(".onnx", f"_{precision}.onnx")
 
 
 @functools.lru_cache(maxsize=None)

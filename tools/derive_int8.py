@@ -1,0 +1,144 @@
+"""Derive the vendored int8 models from the vendored fp32 ones.
+
+    python tools/derive_int8.py DATA_DIR [--models centerface,ppocr_det]
+
+DATA_DIR is the evaluation data folder (its faces/ and plates/ photos are the
+calibration set; nothing else is read). For each model this writes
+pii_blur/models/weights/<name>_int8.onnx and prints its size and sha256,
+to be recorded in pii_blur/models/weights.py and weights/NOTICE.
+
+The recipe: the opset raised to 13 (per-channel QDQ needs it), ONNX
+Runtime's quantisation pre-processing (shape inference, batch norms folded),
+then onnxruntime.quantization.quantize_static in QDQ format with per-channel
+int8 weights and uint8 activations, calibrated by min/max over the
+calibration images. Each image is fed exactly as the detector feeds it at
+run time (the detector modules' own `preprocess`), both as a photo
+(rescale=True) and at its stored resolution (as panorama views are fed).
+
+The result is deterministic for a given onnxruntime version: the photos are
+taken in sorted order, every CALIBRATION_STRIDE-th one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+from onnx import version_converter
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pii_blur.models import centerface, ppocr_plate  # noqa: E402
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "pii_blur" / "models" / "weights"
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# Every n-th photo (sorted) of each calibration folder.
+CALIBRATION_STRIDE = 3
+# Longest side of a stored-resolution calibration input (the panorama views' size).
+MAX_NATIVE_SIDE = 1440
+
+# name -> (fp32 file, the module whose preprocess feeds it, data subfolders calibrated on)
+MODELS = {
+    "centerface": ("centerface_dynamic.onnx", centerface, ("faces", "plates")),
+    "ppocr_det": ("ppocrv4_det_folded.onnx", ppocr_plate, ("plates", "faces")),
+}
+
+
+def output_heads(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that make the graph's outputs, and of the node before each
+    when it feeds only those (CenterFace's 1x1 head convolutions, each detector's
+    final Sigmoid and the layer before it). They stay fp32: they are a sliver of
+    the time, and an int8 output grid moves every score (CenterFace's heatmap by
+    up to 0.18 when its heads were int8)."""
+    outputs = {value.name for value in model.graph.output}
+    producer = {name: node for node in model.graph.node for name in node.output}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    heads = [producer[name] for name in outputs]
+    head_names = {node.name for node in heads}
+    for node in heads:
+        before = producer.get(node.input[0])
+        if before is not None and all(c.name in head_names for name in before.output for c in consumers.get(name, [])):
+            head_names.add(before.name)
+    return sorted(head_names)
+
+
+def calibration_photos(data_dir: Path, folders) -> list[Path]:
+    photos = []
+    for folder in folders:
+        found = sorted(p for p in (data_dir / folder).rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+        photos += found[::CALIBRATION_STRIDE]
+    return photos
+
+
+class PreprocessedPhotos(CalibrationDataReader):
+    """Calibration inputs: each photo through `module.preprocess`, as a photo and at stored size."""
+
+    def __init__(self, input_name: str, module, photos: list[Path]):
+        self.input_name = input_name
+        self.module = module
+        self.pending = [(photo, rescale) for photo in photos for rescale in (True, False)]
+
+    def get_next(self):
+        if not self.pending:
+            return None
+        photo, rescale = self.pending.pop(0)
+        rgb = cv2.cvtColor(cv2.imread(str(photo), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        if not rescale and max(rgb.shape[:2]) > MAX_NATIVE_SIDE:
+            factor = MAX_NATIVE_SIDE / max(rgb.shape[:2])
+            rgb = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        return {self.input_name: self.module.preprocess(rgb, rescale)}
+
+
+def derive(name: str, data_dir: Path) -> Path:
+    source, module, folders = MODELS[name]
+    target = WEIGHTS / source.replace(".onnx", "_int8.onnx")
+    model = onnx.load(str(WEIGHTS / source))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < 13:
+        model = version_converter.convert_version(model, 13)
+    with tempfile.TemporaryDirectory() as work:
+        raised, prepared = os.path.join(work, "raised.onnx"), os.path.join(work, "prepared.onnx")
+        onnx.save(model, raised)
+        quant_pre_process(raised, prepared, skip_symbolic_shape=True)
+        model = onnx.load(prepared)
+        for index, node in enumerate(model.graph.node):
+            node.name = node.name or f"{node.op_type}_{index}"
+        onnx.save(model, prepared)
+        photos = calibration_photos(data_dir, folders)
+        quantize_static(prepared, str(target), PreprocessedPhotos(model.graph.input[0].name, module, photos),
+                        quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=output_heads(model))
+    data = target.read_bytes()
+    print(f"{target.name}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}, "
+          f"calibrated on {len(photos)} photos of {', '.join(folders)}")
+    return target
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", type=Path, help="evaluation data folder with faces/ and plates/")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated, from {sorted(MODELS)} (default: all)")
+    args = parser.parse_args(argv)
+    for name in args.models.split(","):
+        if name not in MODELS:
+            parser.error(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+        derive(name, args.data_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
