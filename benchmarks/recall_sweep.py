@@ -42,7 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_BLUR_EVAL = "/work/shared/tools/blur_eval.py"
 BLUR_SHARE = 0.5   # blur_eval.py's BOX_SHARE: lost cells hold this share of the measurable area
-BANDS = (("pitch<30", "|pitch| < 30°"), ("pitch30-55", "30-55°"), ("pitch>55", "> 55°"), ("seam", "seam"))
+BANDS = (("pitch<30", "\\|pitch\\| < 30°"), ("pitch30-55", "30-55°"), ("pitch>55", "> 55°"), ("seam", "seam"))
 SIZES = (("size<16", "< 16 px"), ("size16-32", "16-32 px"), ("size32-64", "32-64 px"), ("size64+", ">= 64 px"))
 
 
@@ -59,9 +59,10 @@ def timed(argv: list[str]) -> int:
 
 def run_judged(set_dir: str, name: str, command: str, env: dict, blur_eval: str, work: str) -> dict:
     """Run one command under blur_eval.py; its per-box verdicts, summary and CPU seconds."""
-    cpu_file = os.path.join(work, f"{name}.cpu")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    cpu_file = os.path.join(work, f"{safe}.cpu")
     wrapped = f"{shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(__file__))} --timed {shlex.quote(cpu_file)} -- {command}"
-    out = os.path.join(work, f"{name}.json")
+    out = os.path.join(work, f"{safe}.json")
     subprocess.run([sys.executable, blur_eval, "--set", set_dir, "--cmd", wrapped, "--json", out],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     with open(out) as f:
