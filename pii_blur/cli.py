@@ -22,7 +22,7 @@ import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pii_blur import pipeline as pii_pipeline
-from pii_blur import logs, progress, review, storage
+from pii_blur import logs, plan, progress, review, storage
 from pii_blur.anonymize import PROJECTIONS
 from pii_blur.blur import DEFAULT_MODE, MODES
 from pii_blur.config import DEFAULT_BACKENDS, DEFAULT_CLASSES, REPORT_NAME, BlurConfig, prepare_models
@@ -197,10 +197,13 @@ def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
     removed = storage.remove_stale_temps(args.output)
     if removed:
         LOG.warning("removed %d temporary files left by an interrupted run", removed)
+    planning = pii_pipeline.planning(args)
     if runner.is_dask:   # the DaskRunner needs the inputs listed at launch (runners.dask_args)
-        args = dataclasses.replace(args, inputs=tuple(list_inputs(args.input, args.output, args.report)))
+        args = dataclasses.replace(args, inputs=tuple(plan.list_planned(args.input, args.output, args.report,
+                                                                        planning)))
     elif runner.is_fnapi and args.workers > 1:   # to give each worker an equal share (MatchImages)
-        args = dataclasses.replace(args, inputs=tuple(list_inputs(args.input, args.output, args.report)),
+        args = dataclasses.replace(args, inputs=tuple(plan.list_planned(args.input, args.output, args.report,
+                                                                        planning)),
                                    shares=args.workers)
     monitor = contextlib.nullcontext()
     if runner.is_local:
@@ -213,6 +216,10 @@ def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
         else:
             with runners.dask_cluster(runner.dask_address, args.workers) as address:
                 _run_beam(args, runners.dask_args(runner.beam_args, address, args.workers, len(args.inputs)))
+    try:   # so that the next run reads no record per finished input (pii_blur.plan)
+        plan.write_index(args.output, iter_report(args.report), planning.run_id)
+    except (OSError, ValueError) as error:
+        LOG.warning("could not write the index of finished inputs (the next run reads their records): %s", error)
     return read_summary(args.report)
 
 

@@ -133,13 +133,52 @@ def _walk_local(folder: str) -> tuple[dict[str, dict], dict[str, str]]:
     return found, unlisted
 
 
+# Room in a record's name for ".KEY" (pii_blur.manifest.record_key: a dot and 16 hex digits).
+RECORD_KEY_ROOM = 17
+
+
 def _manifest_name(relative: str) -> str:
-    """RELATIVE.json, or a hash of the name where that would be too long a file name."""
+    """RELATIVE.json, or a hash of the name where RELATIVE.KEY.json would be too long a file name.
+
+    The manifest inserts the record's KEY before ".json" (manifest.record_url).
+    """
     folder, name = posixpath.split(relative)
     record = name + ".json"
-    if len(os.fsencode(record)) > NAME_MAX:
+    if len(os.fsencode(record)) + RECORD_KEY_ROOM > NAME_MAX:
         record = hashlib.sha256(os.fsencode(name)).hexdigest() + ".json"
     return posixpath.join(folder, record)
+
+
+def list_files(root: str) -> dict[str, dict]:
+    """Every file below the folder or prefix `root`, by path relative to it, with its listed info.
+
+    One recursive listing (on object stores, the store's paged listing of the
+    prefix; locally, a walk that follows no links). A missing `root` has no files.
+    """
+    fs, path = fsspec.core.url_to_fs(root)
+    path = path.rstrip("/") or "/"
+    if isinstance(fs, LocalFileSystem):
+        if not os.path.isdir(path):
+            return {}
+        found, _ = _walk_local(path)
+    else:
+        try:
+            found = fs.find(path, detail=True)
+        except FileNotFoundError:
+            return {}
+    return {posixpath.relpath(file_path, path): info for file_path, info in found.items()
+            if info.get("type") != "directory"}
+
+
+def remove(url: str) -> None:
+    """Delete one file (a symbolic link itself, never its target); a missing file is no error."""
+    fs, path = _url_to_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
 
 
 def file_version(info: dict) -> str | None:

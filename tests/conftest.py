@@ -13,6 +13,10 @@ from PIL import Image, ImageCms
 
 from pii_blur.models import DetectorConfig, create_detector
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes minutes (CI runs it; skip locally with -m 'not slow')")
+
+
 # Where CenterFace finds the astronaut's face in skimage.data.astronaut() (512x512).
 ASTRONAUT_FACE_BOX = (175, 54, 275, 180)
 

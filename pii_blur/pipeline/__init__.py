@@ -7,6 +7,7 @@ from typing import Optional
 
 import apache_beam as beam
 
+from pii_blur import plan
 from pii_blur.config import BlurConfig
 from pii_blur.transforms import AnonymizeImages, MatchImages, WriteReport
 from pii_blur.types import InputFile
@@ -49,9 +50,14 @@ def build(pipeline: beam.Pipeline, args: RunArgs):
     reports = (
         pipeline
         | "Match" >> MatchImages(args.input, args.output, listed=args.inputs, shares=args.shares,
-                                report_url=args.report)
+                                report_url=args.report, planning=planning(args))
         | "Anonymize" >> AnonymizeImages(args.config)
     )
     _ = reports | "Report" >> WriteReport(args.report, args.started_at, settings=args.settings,
                                           merge=args.merge_report)
     return reports
+
+
+def planning(args: RunArgs) -> plan.Planning:
+    """How the run's inputs are planned by listing (pii_blur.plan); the run's id is its start time."""
+    return plan.Planning(args.config.fingerprint(), args.config.force, f"{args.started_at:.6f}")

@@ -25,7 +25,7 @@ import cv2
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from pii_blur import anonymize, imageio, manifest, progress, storage
+from pii_blur import anonymize, imageio, manifest, plan, progress, storage
 from pii_blur.config import BlurConfig
 from pii_blur.metadata import MetadataWriter
 from pii_blur.models import create_detector
@@ -117,11 +117,14 @@ class AnonymizeFn(beam.DoFn):
             LOG.info("failed: %s: %s", input_file.url, input_file.problem)
             return self._failed(input_file, input_file.problem)
         fingerprint = self.config.fingerprint()
-        if not self.config.force:
+        previous = None
+        if isinstance(input_file, plan.FinishedInput):   # planned by listing: no read, or one of its record
+            previous = plan.finished_report(input_file, fingerprint)
+        elif not self.config.force and not isinstance(input_file, plan.TodoInput):   # not planned
             previous = manifest.load_current(input_file, fingerprint)
-            if previous is not None:
-                Metrics.counter(NAMESPACE, "resumed").inc()
-                return previous
+        if previous is not None:
+            Metrics.counter(NAMESPACE, "resumed").inc()
+            return previous
         try:
             detected = self._detect(input_file)
             report = self._blur(detected) if detected.found.to_blur else self._copy(detected)
@@ -133,6 +136,7 @@ class AnonymizeFn(beam.DoFn):
             return report
         try:
             manifest.record_finished(input_file, report, fingerprint)
+            manifest.remove_records(getattr(input_file, "stale_records", ()))
         except Exception as error:  # noqa: BLE001 - losing the record only costs the resume
             LOG.warning("could not record %s for resuming: %s", input_file.url, describe(error))
         Metrics.counter(NAMESPACE, report.status.value).inc()

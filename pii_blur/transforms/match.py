@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 
+from pii_blur import plan
 from pii_blur.storage import list_inputs
 from pii_blur.types import InputFile
 
@@ -20,8 +21,11 @@ class MatchImages(beam.PTransform):
     """
 
     def __init__(self, input_spec: str, output_root: str, listed: Optional[Sequence[InputFile]] = None,
-                 shares: int = 0, report_url: str = ""):
+                 shares: int = 0, report_url: str = "", planning: Optional[plan.Planning] = None):
         """listed: inputs already listed at launch, used instead of listing in the pipeline.
+
+        planning: list OUTPUT too and mark finished inputs (plan.list_planned),
+        so that the pipeline does not read a record per input; None: list INPUT only.
 
         report_url: the run's report, which no output may land on (storage.list_inputs).
 
@@ -38,6 +42,7 @@ class MatchImages(beam.PTransform):
         self.listed = listed
         self.shares = shares
         self.report_url = report_url
+        self.planning = planning
 
     def expand(self, pbegin):
         if self.listed is not None and self.shares > 1:
@@ -52,22 +57,29 @@ class MatchImages(beam.PTransform):
             files = (
                 pbegin
                 | "Spec" >> beam.Create([self.input_spec])
-                | "List" >> beam.FlatMap(list_inputs, output_root=self.output_root,
-                                       report_url=self.report_url).with_output_types(InputFile)
+                | "List" >> beam.FlatMap(_list, output_root=self.output_root, report_url=self.report_url,
+                                       planning=self.planning).with_output_types(InputFile)
             )
         return files | "FanOut" >> beam.Reshuffle()
+
+
+def _list(input_spec: str, output_root: str, report_url: str, planning: Optional[plan.Planning]) -> list[InputFile]:
+    if planning is None:
+        return list_inputs(input_spec, output_root, report_url)
+    return plan.list_planned(input_spec, output_root, report_url, planning)
 
 
 def balanced_groups(files: Sequence[InputFile], count: int) -> list[list[InputFile]]:
     """`files` in `count` groups of about equal total size (largest first, each to the lightest group).
 
     Size is the listed bytes, a proxy for decode, blur and encode time; a
-    file of unknown size counts as 1 byte. Deterministic; groups may be empty.
+    file of unknown size counts as 1 byte, a finished one (plan.FinishedInput)
+    as none. Deterministic; groups may be empty.
     """
     groups: list[list[InputFile]] = [[] for _ in range(count)]
     loads = [(0, index) for index in range(count)]
-    for file in sorted(files, key=lambda f: (-(f.size or 1), f.url)):
+    for file in sorted(files, key=lambda f: (-plan.work_bytes(f), f.url)):
         load, index = heapq.heappop(loads)
         groups[index].append(file)
-        heapq.heappush(loads, (load + (file.size or 1), index))
+        heapq.heappush(loads, (load + plan.work_bytes(file), index))
     return groups
