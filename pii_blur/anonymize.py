@@ -136,6 +136,10 @@ class PanoSearch:
         only in the tilted polar views where faces are rotated and distorted
         and score lower, are blurred from this fraction of the detector's
         threshold (>= NEAR_MISS_FRACTION, the lowest score detectors return).
+    small_px, small_threshold: objects under small_px pixels tall at the
+        panorama's own resolution, on which CenterFace's heatmap peaks low,
+        are blurred from small_threshold of the threshold (the lower of the
+        two fractions applies to a small polar object).
     """
 
     min_px_per_deg: float = 12.0
@@ -144,6 +148,8 @@ class PanoSearch:
     ring_resolution: float = 1.0
     layout: str = sphere.DEFAULT_LAYOUT
     polar_threshold: float = 0.8
+    small_px: float = 16.0
+    small_threshold: float = 0.5
 
     def band_scale(self, pano_width: int) -> float:
         """The band's resolution as a multiple of the panorama's own (>= 1)."""
@@ -199,7 +205,8 @@ def _merge_on_sphere(image: imageio.DecodedImage, views: Views,
     for threshold, per_view in found_by:
         kept = [[d for d in detections if d.label in labels] for detections in per_view]
         found_here = sphere.merge_view_detections(list(views.plan), kept, image.width, image.height)
-        on_sphere += [(detection, _sphere_threshold(detection, threshold, search)) for detection in found_here]
+        on_sphere += [(detection, _sphere_threshold(detection, threshold, search, image.width))
+                      for detection in found_here]
     found = Found([], [], "equirectangular", [])
     for detection, threshold in sorted(on_sphere, key=lambda pair: -pair[0].score):
         report_form = Detection(detection.label, detection.score, detection.boxes[0], boxes=detection.boxes,
@@ -212,9 +219,16 @@ def _merge_on_sphere(image: imageio.DecodedImage, views: Views,
     return found
 
 
-def _sphere_threshold(detection: sphere.SphereDetection, threshold: float, search: PanoSearch) -> float:
-    """The score from which an object on the sphere is blurred: lower beyond the band (PanoSearch.polar_threshold)."""
-    return threshold * search.polar_threshold if abs(detection.pitch_deg) > POLAR_PITCH_DEG else threshold
+def _sphere_threshold(detection: sphere.SphereDetection, threshold: float, search: PanoSearch,
+                      pano_width: int) -> float:
+    """The score from which an object on the sphere is blurred: lower beyond the band and for
+    small objects (PanoSearch.polar_threshold, small_threshold)."""
+    factor = search.polar_threshold if abs(detection.pitch_deg) > POLAR_PITCH_DEG else 1.0
+    best = max(detection.footprints, key=lambda footprint: footprint.score)
+    height_px = (best.box_in_view[3] - best.box_in_view[1]) * pano_width / (2 * math.pi) / best.view.focal_px
+    if height_px < search.small_px:
+        factor = min(factor, search.small_threshold)
+    return threshold * factor
 
 
 @dataclasses.dataclass(frozen=True)

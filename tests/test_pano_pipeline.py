@@ -113,3 +113,19 @@ def test_a_plate_far_below_the_horizon_is_found_and_blurred(plate_detector, monk
     blurred = sphere.blur_on_sphere(image.pixels, found.on_sphere)
     mask = sphere.blur_mask(PANO_H, PANO_W, [truth]) > 0.5
     assert energy(blurred, mask) < 0.25 * energy(image.pixels, mask)
+
+
+@pytest.mark.parametrize("pitch_deg, height_deg, factor", [
+    (10.0, 3.0, 1.0),     # in the band, 48 px tall at 16 px/deg
+    (70.0, 3.0, 0.8),     # beyond the band: polar_threshold
+    (10.0, 0.5, 0.5),     # 8 px tall: small_threshold
+    (70.0, 0.5, 0.5),     # both: the lower
+])
+def test_objects_beyond_the_band_and_small_ones_are_blurred_from_a_lower_score(pitch_deg, height_deg, factor):
+    search = anonymize.PanoSearch()
+    width = 5760
+    view = sphere.perspective_view(0.0, pitch_deg, 60.0, width)
+    half = view.focal_px * math.tan(math.radians(height_deg) / 2)
+    box = (view.width / 2 - half, view.height / 2 - half, view.width / 2 + half, view.height / 2 + half)
+    detection = sphere.sphere_detection("face", [sphere.Footprint(view, box, 0.3)], width, width // 2)
+    assert anonymize._sphere_threshold(detection, 0.2, search, width) == pytest.approx(0.2 * factor)
