@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import json
 import logging
 import os
 import sys
@@ -104,6 +105,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show Beam's and the libraries' warnings on the terminal too (default: off; they "
                              "always go to the run's log file under OUTPUT/.pii-blur/logs/)")
+    parser.add_argument("--summary-json", default=None, metavar="PATH",
+                        help="also write the run's summary (the report's last line: counts per status, "
+                             "detections, seconds) as JSON to PATH, a local path or fsspec URL, atomically, "
+                             "for schedulers to alert on failed > 0 (default: off)")
     parser.add_argument("--dask-address", default=None,
                         help="with --runner dask: scheduler address, e.g. tcp://HOST:8786 (default: start a "
                              "LocalCluster of --workers processes on 127.0.0.1 for the run)")
@@ -151,6 +156,7 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
     except (ValueError, ImportError, OSError, RuntimeError) as error:
         parser.error(f"cannot use the models: {error}")
     report = _check_locations(parser, known)
+    _check_summary_json(parser, known)
     runner = runners.plan(pipeline_args, known.workers, known.dask_address)
     args = pii_pipeline.RunArgs(input=known.input, output=known.output, report=report,
                                 config=config, started_at=time.time(), workers=known.workers,
@@ -187,6 +193,27 @@ def _check_locations(parser: argparse.ArgumentParser, known: argparse.Namespace)
         if problem:
             parser.error(f"{name} folder {folder} cannot be written: {problem}")
     return report
+
+
+def _check_summary_json(parser: argparse.ArgumentParser, known: argparse.Namespace) -> None:
+    """Refuse a --summary-json that is empty, inside INPUT, a link, or in a folder that cannot be written."""
+    path = known.summary_json
+    if path is None:
+        return
+    if not path.strip() or path.endswith("/"):
+        parser.error("--summary-json must name a file")
+    if storage.is_same_or_inside(path, storage.input_root(known.input)):
+        parser.error(f"--summary-json {path} must not be an input or lie inside INPUT")
+    if storage.is_local_path(path) and os.path.islink(fsspec.core.split_protocol(path)[1]):
+        parser.error(f"--summary-json {path} is a symbolic link; name the file itself")
+    problem = storage.unwritable(storage.parent_url(path))
+    if problem:
+        parser.error(f"--summary-json folder {storage.parent_url(path)} cannot be written: {problem}")
+
+
+def write_summary_json(summary: dict, url: str) -> None:
+    """The run's summary as one JSON object at `url` (local or fsspec), written atomically."""
+    storage.write_atomic(url, (json.dumps(summary, indent=1, sort_keys=True) + "\n").encode())
 
 
 def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
@@ -258,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         logs.keep(log_path, args.output)
+    summary_json = make_parser().parse_known_args(argv)[0].summary_json
+    if summary_json:
+        write_summary_json(summary, summary_json)
     _list_failures(args.report, summary["failed"])
     print(f"pii-blur: {summary['files']} files: {summary['copied']} copied, {summary['cleaned']} cleaned of "
           f"stale previews, {summary['blurred']} blurred, "
