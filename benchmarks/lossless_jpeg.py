@@ -11,7 +11,7 @@ area in all), then prints one line per image:
   previews that were replaced or removed);
 - blocks: share of DCT blocks (all components) whose coefficients changed,
   against the share of pixels that the blur changed;
-- time: patch_jpeg_blocks (coefficient read, DCT, re-encode, previews), then
+- time: patch_jpeg_blocks (coefficient read, DCT, re-encode) and pictures.clean, then
   a full Pillow encode at quality 95 with the source's chroma subsampling, then
   the source-table encode of imageio.encode, all from already-decoded pixels;
 - previews: EXIF thumbnail / MPF preview / trailer bytes in the source, and
@@ -35,8 +35,9 @@ import time
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
-from pii_blur import imageio
+from pii_blur import imageio, pictures
 from pii_blur import jpeg as pjpeg
+from pii_blur import jpeg_markers as markers
 from pii_blur.blur import blur_detections
 from pii_blur.types import Detection
 
@@ -74,14 +75,14 @@ def blur(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def embedded_pictures(data: bytes) -> dict:
     """What pictures of the scene a JPEG carries besides the primary image."""
-    layout = pjpeg._parse(data)
+    layout = markers.parse_layout(data)
     found = {"thumbnail": None, "mpf": False, "trailer": len(data) - layout.eoi_end}
     for seg in layout.header:
         body = seg.payload(data)
         if seg.marker == 0xE2 and body.startswith(b"MPF\x00"):
             found["mpf"] = True
         if seg.marker == 0xE1 and body.startswith(b"Exif\x00"):
-            thumb = pjpeg._find_exif_thumbnail(bytearray(body[6:]))
+            thumb = pictures._find_exif_thumbnail(bytearray(body[6:]))
             if thumb:
                 offset, length = thumb[4], thumb[5]
                 found["thumbnail"] = body[6 + offset:6 + offset + length]
@@ -105,13 +106,7 @@ def leaks(source: bytes, output: bytes, new_thumbnail: bytes | None) -> list[str
         trailer = source[len(source) - before["trailer"]:]
         if trailer[len(trailer) // 2:len(trailer) // 2 + 64] in output:
             problems.append("old MPF preview bytes")
-    layout = pjpeg._parse(output)
-    for seg in layout.header:
-        body = seg.payload(output)
-        if new_thumbnail and new_thumbnail in body:
-            body = body.replace(new_thumbnail, b"")
-        if pjpeg._blank_embedded_jpegs(body, None)[1]:
-            problems.append(f"embedded JPEG in APP{seg.marker - 0xE0}")
+    problems += [f"embedded picture: {p.describe()}" for p in pictures.find(output) if p.data != new_thumbnail]
     return problems
 
 
@@ -137,7 +132,7 @@ def verify_outside_mask(source: bytes, output: bytes, mask: np.ndarray) -> bool:
             jpeg = jpeglib.read_dct(path)
             jpeg.load()
             arrays.append([c for c in (jpeg.Y, jpeg.Cb, jpeg.Cr) if c is not None])
-    frame = pjpeg._parse_frame(source, pjpeg._parse(source))
+    frame = markers.parse_frame(source, markers.parse_layout(source))
     grid = pjpeg._Grid.of(frame)
     for (v, h), old, new in zip(grid.factors, *arrays):
         touched = pjpeg.changed_block_mask(mask, (grid.mcu_h // v, grid.mcu_w // h))
@@ -163,11 +158,14 @@ def run_one(path: str, verify: bool) -> dict:
     imageio.encode(image, blurred)
     row["t_source_tables"] = time.perf_counter() - started
     try:
-        output, stats = pjpeg.patch_jpeg_blocks(source, blurred, mask, thumbnail_jpeg=thumbnail)
+        started = time.perf_counter()
+        patched, stats = pjpeg.patch_jpeg_blocks(source, blurred, mask)
+        output, _ = pictures.clean(patched, thumbnail)
+        stats["seconds"] = time.perf_counter() - started
     except pjpeg.LosslessUnavailable as error:
         row["fallback"] = str(error)
         return row
-    old, new = pjpeg._parse(source), pjpeg._parse(output)
+    old, new = markers.parse_layout(source), markers.parse_layout(output)
     row.update(ratio=len(output) / len(source),
                scan_ratio=(new.eoi_end - new.scan_start) / (old.eoi_end - old.scan_start),
                blocks=stats["blocks_changed"] / stats["blocks_total"], t_patch=stats["seconds"],

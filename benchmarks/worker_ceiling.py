@@ -3,7 +3,8 @@
     python benchmarks/worker_ceiling.py PANO_DIR [--count 20] [--workers 2] [--repeats 3]
 
 Fills a folder as benchmarks/scaling.py does, then, per repeat, runs the
-worker's DoFn (AnonymizeFn: setup, then process for each file) directly:
+per-file work of the graph's steps directly (read and decode, project,
+detect with every model, merge, then copy, or blur, encode and write):
 once in one process over every file, and once in --workers processes started
 together, each over one of the groups that the launcher would give a local
 worker (MatchImages' balanced_groups). Only the per-file loop is timed,
@@ -31,20 +32,37 @@ from scaling import fill
 
 def work(folder: str, output: str, index: int, groups: int) -> dict:
     """Process group `index` of `groups` of the files in `folder` into `output`; seconds of the loop."""
+    from pii_blur import anonymize, storage
     from pii_blur.config import BlurConfig
+    from pii_blur.metadata import MetadataWriter
+    from pii_blur.models import create_detector
     from pii_blur.storage import list_inputs
-    from pii_blur.transforms.anonymize import AnonymizeFn
+    from pii_blur.transforms.elements import DecodedInput
     from pii_blur.transforms.match import balanced_groups
+    from pii_blur.transforms.read import ReadFn
 
+    config = BlurConfig(threads=1, force=True)
     files = list_inputs(folder, output)
     mine = balanced_groups(files, groups)[index] if groups > 1 else files
-    fn = AnonymizeFn(BlurConfig(threads=1, force=True))
-    fn.setup()
-    started = time.perf_counter()
-    reports = [report for file in mine for report in fn.process(file)]
-    seconds = time.perf_counter() - started
-    fn.teardown()
-    return {"seconds": seconds, "files": len(mine), "failed": sum(r.status.value == "failed" for r in reports)}
+    detectors = [create_detector(name, config.detector_config()) for name in config.backends()]
+    reader = ReadFn(config)
+    failed = 0
+    with MetadataWriter() as metadata:
+        started = time.perf_counter()
+        for file in mine:
+            decoded = next(reader.process(file))
+            if not isinstance(decoded, DecodedInput):
+                failed += 1
+                continue
+            views = anonymize.project(decoded.image, decoded.projection)
+            found = anonymize.merge(decoded.image, views, [(d.threshold, anonymize.detect_views(d, views))
+                                                           for d in detectors], set(config.classes))
+            data = decoded.data
+            if found.to_blur:
+                data = anonymize.render_blurred(decoded.image, found, decoded.data, metadata, config.mode).data
+            storage.write_atomic(file.output_url, data, root=output)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "files": len(mine), "failed": failed}
 
 
 def run(folder: str, scratch: str, processes: int) -> list[dict]:

@@ -256,11 +256,14 @@ def render_blurred(image: imageio.DecodedImage, found: Found, source_bytes: byte
     Raises:
         pictures.PictureError, MetadataError: the output could not be made safe.
     """
+    return render(image, blur(image, found, mode), source_bytes, metadata)
+
+
+def blur(image: imageio.DecodedImage, found: Found, mode: str = DEFAULT_MODE):
+    """A copy of image.pixels (stored layout, same dtype) with every object of found.to_blur covered."""
     if found.on_sphere is not None:
-        blurred = sphere.blur_on_sphere(image.pixels, found.on_sphere, mode)
-    else:
-        blurred = blur_detections(image.pixels, found.to_blur, mode)
-    return _render(image, blurred, source_bytes, metadata)
+        return sphere.blur_on_sphere(image.pixels, found.on_sphere, mode)
+    return blur_detections(image.pixels, found.to_blur, mode)
 
 
 def render_cleaned(image: imageio.DecodedImage, source_bytes: bytes, metadata: MetadataWriter) -> Rendered:
@@ -275,7 +278,7 @@ def render_cleaned(image: imageio.DecodedImage, source_bytes: bytes, metadata: M
         data, actions = pictures.clean(source_bytes, None)
         pictures.verify(data, None)
         return Rendered(data, "metadata-cleaned", tuple(actions))
-    return _render(image, image.pixels, source_bytes, metadata)
+    return render(image, image.pixels, source_bytes, metadata)
 
 
 def stale_pictures(image: imageio.DecodedImage, source_bytes: bytes) -> list[str]:
@@ -296,8 +299,9 @@ def stale_pictures(image: imageio.DecodedImage, source_bytes: bytes) -> list[str
     return [p.describe() for p in found if not pictures.shows_the_photo(p.data, photo)]
 
 
-def _render(image: imageio.DecodedImage, pixels, source_bytes: bytes, metadata: MetadataWriter) -> Rendered:
-    """`pixels` (image.pixels' layout) encoded in the input's format with its allowed metadata."""
+def render(image: imageio.DecodedImage, pixels, source_bytes: bytes, metadata: MetadataWriter) -> Rendered:
+    """`pixels` (image.pixels' layout) encoded in the input's format with the input's
+    allowed metadata and no embedded picture but a thumbnail of `pixels` (see render_blurred)."""
     thumbnail = imageio.encode_thumbnail(image.rgb8(pixels))
     try:
         in_source = [f"{p.describe()} removed" for p in pictures.find(source_bytes)]

@@ -160,7 +160,8 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
     runner = runners.plan(pipeline_args, known.workers, known.dask_address)
     args = pii_pipeline.RunArgs(input=known.input, output=known.output, report=report,
                                 config=config, started_at=time.time(), workers=known.workers,
-                                review=known.review, settings=_settings(known), merge_report=runner.is_local)
+                                review=known.review, settings=_settings(known),
+                                merge_report=runner.is_local or runner.is_dask)
     return args, runner
 
 

@@ -38,11 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import io
 import os
 import shutil
-import struct
 import subprocess
 import tempfile
 import threading
@@ -50,272 +47,20 @@ import time
 
 import numpy as np
 
-SOI, EOI, SOS, DHT, DQT, DRI, DAC = 0xD8, 0xD9, 0xDA, 0xC4, 0xDB, 0xDD, 0xCC
-COM = 0xFE
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {DHT, 0xC8, DAC}
-_SUPPORTED_SOF = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}
-MAX_SEGMENT_PAYLOAD = 65533  # bytes in one marker segment after its length field
+from pii_blur.jpeg_markers import (DAC, DHT, DRI, SOS, SUPPORTED_SOF, Frame, Layout, LosslessUnavailable, parse_frame, parse_layout, quant_tables, restart_interval,
+                                   scan_script, uses_standard_huffman)
+
 _JPEGLIB_VERSION = "turbo210"  # libjpeg-turbo writes about 1.7x faster than jpeglib's default 6b
 _TILE_CHUNK = 4096  # MCUs converted per batch, bounds memory for large masks
 _JPEGTRAN_TIMEOUT_S = 120
 
 
-class LosslessUnavailable(Exception):
-    """This JPEG can't be patched block-wise; caller falls back to a full re-encode.
-
-    The message is the reason, for the report.
-    """
-
-
-# --------------------------------------------------------------------------- markers
-
-
-@dataclasses.dataclass(frozen=True)
-class _Segment:
-    """A marker segment: data[start:end], starting at its 0xFF.
-
-    For SOS, `end` is the end of the scan header, not of the entropy-coded data.
-    """
-
-    marker: int
-    start: int
-    end: int
-
-    def payload(self, data: bytes) -> bytes:
-        return data[self.start + 4:self.end]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Layout:
-    """Where things are in one JPEG file.
-
-    header: segments between SOI and the first SOS.
-    scans: segments from the first SOS on (SOS headers, and DHT/DRI/... between scans).
-    scan_start: offset of the first SOS; eoi_end: offset just after the primary EOI.
-    Anything after eoi_end is a trailer (MPF images, vendor data).
-    """
-
-    header: tuple[_Segment, ...]
-    scans: tuple[_Segment, ...]
-    scan_start: int
-    eoi_end: int
-
-
-def _segment_end(data: bytes, start: int) -> int:
-    if start + 4 > len(data):
-        raise LosslessUnavailable("truncated JPEG marker segment")
-    length = int.from_bytes(data[start + 2:start + 4], "big")
-    if length < 2 or start + 2 + length > len(data):
-        raise LosslessUnavailable(f"JPEG marker 0x{data[start + 1]:02X} has a bad length")
-    return start + 2 + length
-
-
-def _entropy_markers(data: bytes, pos: int) -> tuple[list[int], list[int]]:
-    """Offsets and codes of the markers at or after `pos`, skipping stuffed
-    bytes (FF00), restart markers and fill bytes."""
-    if pos >= len(data) - 1:
-        return [], []
-    arr = np.frombuffer(data, np.uint8, offset=pos)
-    ff = np.flatnonzero(arr[:-1] == 0xFF)
-    code = arr[ff + 1]
-    keep = (code != 0x00) & (code != 0xFF) & ((code < 0xD0) | (code > 0xD7))
-    return (ff[keep] + pos).tolist(), code[keep].tolist()
-
-
-def is_header_marker(marker: int) -> bool:
-    """True for the markers of segments that may come between SOI and SOS."""
-    return marker in _SOF_MARKERS or marker in (DHT, DQT, DRI, DAC, COM) or 0xE0 <= marker <= 0xEF
-
-
-def parse_layout(data: bytes) -> _Layout:
-    """Where the header segments, scans and end of a JPEG file are.
-
-    Raises:
-        LosslessUnavailable: not a well-formed JPEG.
-    """
-    return _parse(data)
-
-
-def _parse(data: bytes) -> _Layout:
-    """Split a JPEG into its segments up to the primary image's EOI.
-
-    Raises:
-        LosslessUnavailable: not a well-formed JPEG.
-    """
-    if data[:3] != b"\xff\xd8\xff":
-        raise LosslessUnavailable("not a JPEG (no SOI marker)")
-    header = []
-    pos = 2
-    while True:
-        while pos + 1 < len(data) and data[pos] == 0xFF and data[pos + 1] == 0xFF:
-            pos += 1  # fill bytes
-        if pos + 1 >= len(data) or data[pos] != 0xFF:
-            raise LosslessUnavailable("corrupt JPEG header (bytes between marker segments)")
-        marker = data[pos + 1]
-        if marker == SOS:
-            break
-        if marker in (SOI, EOI) or 0xD0 <= marker <= 0xD7 or marker == 0x01:
-            raise LosslessUnavailable(f"unexpected marker 0x{marker:02X} in the JPEG header")
-        end = _segment_end(data, pos)
-        header.append(_Segment(marker, pos, end))
-        pos = end
-    scans = [_Segment(SOS, pos, _segment_end(data, pos))]
-    cursor = scans[0].end
-    for offset, marker in zip(*_entropy_markers(data, cursor)):
-        if offset < cursor:
-            continue  # inside a segment we already stepped over
-        if marker == EOI:
-            return _Layout(tuple(header), tuple(scans), scans[0].start, offset + 2)
-        end = _segment_end(data, offset)
-        scans.append(_Segment(marker, offset, end))
-        cursor = end
-    raise LosslessUnavailable("truncated JPEG (no EOI marker)")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Component:
-    ident: int
-    h: int
-    v: int
-    table: int
-
-
-@dataclasses.dataclass(frozen=True)
-class _Frame:
-    marker: int
-    precision: int
-    height: int
-    width: int
-    components: tuple[_Component, ...]
-
-    @property
-    def progressive(self) -> bool:
-        return self.marker == 0xC2
-
-
-def _parse_frame(data: bytes, layout: _Layout) -> _Frame:
-    frames = [s for s in layout.header if s.marker in _SOF_MARKERS]
-    if len(frames) != 1:
-        raise LosslessUnavailable(f"expected one SOF marker, found {len(frames)}")
-    seg = frames[0]
-    body = seg.payload(data)
-    precision, height, width, count = struct.unpack_from(">BHHB", body)
-    if len(body) < 6 + 3 * count:
-        raise LosslessUnavailable("truncated SOF marker")
-    comps = tuple(_Component(body[6 + 3 * i], body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15, body[8 + 3 * i])
-                  for i in range(count))
-    return _Frame(seg.marker, precision, height, width, comps)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Scan:
-    components: tuple[int, ...]  # component ids
-    tables: tuple[int, ...]      # Td << 4 | Ta per component
-    ss: int
-    se: int
-    ah: int
-    al: int
-
-
-def _parse_scan(data: bytes, seg: _Segment) -> _Scan:
-    body = seg.payload(data)
-    count = body[0]
-    if len(body) < 4 + 2 * count:
-        raise LosslessUnavailable("truncated SOS marker")
-    ids = tuple(body[1 + 2 * i] for i in range(count))
-    tables = tuple(body[2 + 2 * i] for i in range(count))
-    ss, se, a = body[1 + 2 * count:4 + 2 * count]
-    return _Scan(ids, tables, ss, se, a >> 4, a & 15)
-
-
-def _restart_interval(data: bytes, segments) -> int:
-    intervals = [int.from_bytes(s.payload(data)[:2], "big") for s in segments if s.marker == DRI]
-    return intervals[-1] if intervals else 0
-
-
-def _huffman_tables(data: bytes, segments) -> dict[tuple[int, int], bytes]:
-    """{(class, id): counts + symbols} of the DHT segments among `segments`."""
-    tables = {}
-    for seg in segments:
-        if seg.marker != DHT:
-            continue
-        body, pos = seg.payload(data), 0
-        while pos + 17 <= len(body):
-            size = 17 + sum(body[pos + 1:pos + 17])
-            tables[(body[pos] >> 4, body[pos] & 15)] = bytes(body[pos + 1:pos + size])
-            pos += size
-    return tables
-
-
-def _zigzag_to_natural() -> np.ndarray:
-    """Natural (row-major) index of each zigzag position."""
-    cells = sorted(((r, c) for r in range(8) for c in range(8)),
-                   key=lambda rc: (rc[0] + rc[1], rc[1] if (rc[0] + rc[1]) % 2 == 0 else rc[0]))
-    return np.array([r * 8 + c for r, c in cells])
-
-
-_ZIGZAG = _zigzag_to_natural()
-
-
-def _quant_tables(data: bytes, segments) -> dict[int, np.ndarray]:
-    """{table id: 8x8 float array in natural order} from the DQT segments."""
-    tables = {}
-    for seg in segments:
-        if seg.marker != DQT:
-            continue
-        body, pos = seg.payload(data), 0
-        while pos < len(body):
-            wide, ident = body[pos] >> 4, body[pos] & 15
-            size = 128 if wide else 64
-            raw = np.frombuffer(body[pos + 1:pos + 1 + size], ">u2" if wide else np.uint8)
-            if raw.size != 64:
-                raise LosslessUnavailable("truncated DQT marker")
-            table = np.zeros(64)
-            table[_ZIGZAG] = raw
-            tables[ident] = table.reshape(8, 8)
-            pos += 1 + size
-    return tables
-
-
-@functools.cache
-def _standard_huffman_tables() -> dict[tuple[int, int], bytes]:
-    """The JPEG standard's example tables (Annex K.3), as libjpeg writes them
-    when it is not optimising: taken from a tiny non-optimised Pillow file."""
-    from PIL import Image  # local: Pillow is only needed for this one-off
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16)).save(buffer, "JPEG", optimize=False)
-    data = buffer.getvalue()
-    return _huffman_tables(data, _parse(data).header)
-
-
-def _uses_standard_huffman(data: bytes, layout: _Layout, frame: _Frame) -> bool:
-    """True if the source's scans use the standard tables the way libjpeg assigns them."""
-    standard = _standard_huffman_tables()
-    tables = _huffman_tables(data, layout.header + layout.scans)
-    luma_id = frame.components[0].ident
-    for seg in layout.scans:
-        if seg.marker != SOS:
-            continue
-        scan = _parse_scan(data, seg)
-        for ident, selector in zip(scan.components, scan.tables):
-            expected = 0 if ident == luma_id else 1
-            for klass, table in ((0, selector >> 4), (1, selector & 15)):
-                if table != expected or tables.get((klass, table)) != standard.get((klass, expected)):
-                    return False
-    return True
-
-
-def _scan_script(data: bytes, layout: _Layout) -> tuple[_Scan, ...]:
-    return tuple(_parse_scan(data, s) for s in layout.scans if s.marker == SOS)
-
-
 # --------------------------------------------------------------------------- checks
 
 
-def _check_supported(data: bytes, layout: _Layout, frame: _Frame) -> None:
+def _check_supported(data: bytes, layout: Layout, frame: Frame) -> None:
     """Raise LosslessUnavailable for anything the block patcher can't do safely."""
-    if frame.marker not in _SUPPORTED_SOF:
+    if frame.marker not in SUPPORTED_SOF:
         kind = "arithmetic-coded" if frame.marker >= 0xC9 else "lossless or hierarchical"
         raise LosslessUnavailable(f"{kind} JPEG (SOF 0x{frame.marker:02X}) is not supported")
     if frame.precision != 8:
@@ -338,7 +83,7 @@ def _check_supported(data: bytes, layout: _Layout, frame: _Frame) -> None:
         raise LosslessUnavailable("arithmetic coding is not supported")
 
 
-def _colour_transform(data: bytes, layout: _Layout, frame: _Frame) -> str:
+def _colour_transform(data: bytes, layout: Layout, frame: Frame) -> str:
     """'YCbCr' or 'RGB', following libjpeg's rules for 3-component files."""
     for seg in layout.header:
         body = seg.payload(data)
@@ -430,7 +175,7 @@ class _Grid:
     mcu_w: int
 
     @classmethod
-    def of(cls, frame: _Frame) -> _Grid:
+    def of(cls, frame: Frame) -> _Grid:
         if len(frame.components) == 1:
             return cls([(1, 1)], 8, 8)  # a lone component's sampling factors are meaningless
         factors = [(c.v, c.h) for c in frame.components]
@@ -493,7 +238,7 @@ def _patch_component(plane, my, mx, factors, grid, block_mask, origin, coef, tab
 # --------------------------------------------------------------------------- encoding
 
 
-def _read_coefficients(path: str, frame: _Frame) -> tuple[object, list[np.ndarray]]:
+def _read_coefficients(path: str, frame: Frame) -> tuple[object, list[np.ndarray]]:
     import jpeglib  # local: loading libjpeg is only needed on this path
 
     try:
@@ -538,10 +283,10 @@ def _jpeglib_call():
         yield
 
 
-def _encode(jpeg, folder: str, source: bytes, layout: _Layout, frame: _Frame) -> tuple[bytes, dict]:
+def _encode(jpeg, folder: str, source: bytes, layout: Layout, frame: Frame) -> tuple[bytes, dict]:
     """Entropy-code the (patched) coefficients with the source's scan script,
     restart interval and Huffman policy. Returns the new file and how it was made."""
-    standard = _uses_standard_huffman(source, layout, frame)
+    standard = uses_standard_huffman(source, layout, frame)
     path = os.path.join(folder, "coefficients.jpg")
     try:
         with _jpeglib_call():
@@ -551,17 +296,17 @@ def _encode(jpeg, folder: str, source: bytes, layout: _Layout, frame: _Frame) ->
     with open(path, "rb") as handle:
         encoded = handle.read()
     want_script = _script(source, layout)
-    want_restart = _restart_interval(source, layout.header + layout.scans)
+    want_restart = restart_interval(source, layout.header + layout.scans)
     info = {"encoder": "jpeglib", "huffman": "standard" if standard else "optimized"}
-    new_layout = _parse(encoded)
+    new_layout = parse_layout(encoded)
     if _script(encoded, new_layout) == want_script and \
-            _restart_interval(encoded, new_layout.header + new_layout.scans) == want_restart:
+            restart_interval(encoded, new_layout.header + new_layout.scans) == want_restart:
         return encoded, info
     encoded = _jpegtran(path, folder, want_script, want_restart, optimize=not standard)
-    new_layout = _parse(encoded)
+    new_layout = parse_layout(encoded)
     if _script(encoded, new_layout) != want_script:
         raise LosslessUnavailable("could not reproduce the source's scan script")
-    if _restart_interval(encoded, new_layout.header + new_layout.scans) != want_restart:
+    if restart_interval(encoded, new_layout.header + new_layout.scans) != want_restart:
         raise LosslessUnavailable("could not reproduce the source's restart interval")
     info["encoder"] = "jpeglib+jpegtran"
     if frame.progressive:
@@ -569,12 +314,12 @@ def _encode(jpeg, folder: str, source: bytes, layout: _Layout, frame: _Frame) ->
     return encoded, info
 
 
-def _script(data: bytes, layout: _Layout) -> tuple[tuple, ...]:
+def _script(data: bytes, layout: Layout) -> tuple[tuple, ...]:
     """The scan script with components named by their position in the frame
     (libjpeg may renumber component ids)."""
-    position = {c.ident: i for i, c in enumerate(_parse_frame(data, layout).components)}
+    position = {c.ident: i for i, c in enumerate(parse_frame(data, layout).components)}
     return tuple((tuple(position.get(i, -1) for i in s.components), s.ss, s.se, s.ah, s.al)
-                 for s in _scan_script(data, layout))
+                 for s in scan_script(data, layout))
 
 
 def _jpegtran(path: str, folder: str, script: tuple[tuple, ...], restart: int, optimize: bool) -> bytes:
@@ -603,10 +348,10 @@ def _jpegtran(path: str, folder: str, script: tuple[tuple, ...], restart: int, o
         return handle.read()
 
 
-def _splice(source: bytes, layout: _Layout, frame: _Frame, encoded: bytes) -> bytes:
+def _splice(source: bytes, layout: Layout, frame: Frame, encoded: bytes) -> bytes:
     """The source's header segments (without DHT/DRI) + the new tables and scans."""
-    new_layout = _parse(encoded)
-    new_frame = _parse_frame(encoded, new_layout)
+    new_layout = parse_layout(encoded)
+    new_frame = parse_frame(encoded, new_layout)
     if (new_frame.progressive != frame.progressive or new_frame.precision != frame.precision
             or (new_frame.height, new_frame.width) != (frame.height, frame.width)
             or [(c.h, c.v) for c in new_frame.components] != [(c.h, c.v) for c in frame.components]):
@@ -656,16 +401,16 @@ def patch_jpeg_blocks(source: bytes, blurred_pixels: np.ndarray, blur_mask: np.n
         ValueError: pixels or mask of the wrong shape or dtype.
     """
     clock = _Clock()
-    layout = _parse(source)
-    frame = _parse_frame(source, layout)
+    layout = parse_layout(source)
+    frame = parse_frame(source, layout)
     _check_supported(source, layout, frame)
     _check_inputs(frame, blurred_pixels, blur_mask)
     grid = _Grid.of(frame)
-    quant = _quant_tables(source, layout.header)
+    quant = quant_tables(source, layout.header)
     if any(c.table not in quant for c in frame.components):
         raise LosslessUnavailable("a component's quantisation table is missing")
     stats = {"method": "dct-blocks", "progressive": frame.progressive,
-             "restart_interval": _restart_interval(source, layout.header + layout.scans)}
+             "restart_interval": restart_interval(source, layout.header + layout.scans)}
     with tempfile.TemporaryDirectory(prefix="pii-blur-jpeg-") as folder:
         path = os.path.join(folder, "source.jpg")
         with open(path, "wb") as handle:
@@ -703,7 +448,7 @@ class _Clock:
         self._last = now
 
 
-def _check_inputs(frame: _Frame, pixels: np.ndarray, mask: np.ndarray) -> None:
+def _check_inputs(frame: Frame, pixels: np.ndarray, mask: np.ndarray) -> None:
     size = (frame.height, frame.width)
     if mask.shape != size:
         raise ValueError(f"blur_mask is {mask.shape}, the JPEG is {size}")

@@ -40,7 +40,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from pii_blur import jpeg
+from pii_blur import jpeg_markers as markers
 
 _EXIF_ID = b"Exif\x00"
 _XMP_ID = b"http://ns.adobe.com/xap/1.0/\x00"
@@ -187,13 +187,13 @@ def _jpeg_stream_end(body: bytes, start: int) -> Optional[int]:
     pos, seen = start + 2, 0
     while pos + 4 <= len(body) and body[pos] == 0xFF:
         marker = body[pos + 1]
-        if not (jpeg.is_header_marker(marker) or marker == jpeg.SOS):
+        if not (markers.is_header_marker(marker) or marker == markers.SOS):
             return None
         end = pos + 2 + int.from_bytes(body[pos + 2:pos + 4], "big")
         if end > len(body):
             return len(body) if seen >= 1 else None
         seen += 1
-        if marker == jpeg.SOS:
+        if marker == markers.SOS:
             eoi = body.find(b"\xff\xd9", end)
             return len(body) if eoi < 0 else eoi + 2
         pos = end
@@ -216,7 +216,7 @@ def container_of(data: bytes) -> Optional[str]:
 
 
 def _segment_name(marker: int, body: bytes) -> str:
-    if marker == jpeg.COM:
+    if marker == markers.COM:
         return "COM"
     ident = body[:body.find(b"\x00")] if b"\x00" in body[:40] else b""
     label = {_XMP_ID[:-1]: "XMP", _XMP_EXTENSION_ID[:-1]: "extended XMP"}.get(ident)
@@ -226,7 +226,7 @@ def _segment_name(marker: int, body: bytes) -> str:
 
 
 def _kept_segment(marker: int, body: bytes) -> bool:
-    if marker == jpeg.COM:
+    if marker == markers.COM:
         return True
     return body.startswith(_KEPT_JPEG_APPS.get(marker, ()))
 
@@ -322,11 +322,11 @@ def find(data: bytes) -> list[EmbeddedPicture]:
     found: list[EmbeddedPicture] = []
     if container == "jpeg":
         try:
-            layout = jpeg.parse_layout(data)
-        except jpeg.LosslessUnavailable as error:
+            layout = markers.parse_layout(data)
+        except markers.LosslessUnavailable as error:
             raise PictureError(str(error)) from error
         for seg in layout.header:
-            if 0xE0 <= seg.marker <= 0xEF or seg.marker == jpeg.COM:
+            if 0xE0 <= seg.marker <= 0xEF or seg.marker == markers.COM:
                 body = seg.payload(data)
                 found += scan(body, _segment_name(seg.marker, body))
         found += scan(data[layout.eoi_end:], "after the image")
@@ -389,14 +389,14 @@ def clean(data: bytes, thumbnail_jpeg: Optional[bytes]) -> tuple[bytes, list[str
 
 def _clean_jpeg(data: bytes, thumbnail_jpeg: Optional[bytes]) -> tuple[bytes, list[str]]:
     try:
-        layout = jpeg.parse_layout(data)
-    except jpeg.LosslessUnavailable as error:
+        layout = markers.parse_layout(data)
+    except markers.LosslessUnavailable as error:
         raise PictureError(str(error)) from error
     actions: list[str] = []
     parts = [b"\xff\xd8"]
     for seg in layout.header:
         body = seg.payload(data)
-        if not (0xE0 <= seg.marker <= 0xEF or seg.marker == jpeg.COM):
+        if not (0xE0 <= seg.marker <= 0xEF or seg.marker == markers.COM):
             parts.append(data[seg.start:seg.end])
             continue
         name = _segment_name(seg.marker, body)
@@ -486,7 +486,7 @@ def _replace_exif_thumbnail(
     if offset + length == len(tiff):
         del tiff[offset:]
     padding = len(tiff) % 2
-    if thumbnail is None or 6 + len(tiff) + padding + len(thumbnail) > jpeg.MAX_SEGMENT_PAYLOAD:
+    if thumbnail is None or 6 + len(tiff) + padding + len(thumbnail) > markers.MAX_SEGMENT_PAYLOAD:
         struct.pack_into(order + "I", tiff, link, 0)  # unlink IFD1
         reason = "" if thumbnail is None else " (replacement too large)"
         return body[:6] + bytes(tiff), None, "EXIF thumbnail removed" + reason

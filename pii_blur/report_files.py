@@ -143,13 +143,16 @@ def _lines_of(run: str) -> Iterator[tuple[str, str]]:
             yield json.loads(key), line
 
 
-def merge_parts(written: tuple[str, list[str]], report_url: str, started_at: float) -> str:
-    """Sort the parts' lines by input path into `report_url`, one line per path, the
-    summary (its total_seconds brought up to now) last; then remove every part.
+def merge_parts(summary_url: str, report_url: str, started_at: float) -> str:
+    """Sort the lines of the parts beside `summary_url` by input path into `report_url`, one
+    line per path, the summary (its total_seconds brought up to now) last; then remove every part.
 
-    written: (the summary's URL, the part files' URLs). Memory: SORT_CHUNK_LINES lines.
+    The parts are listed, not passed in: Beam's DaskRunner hands side inputs
+    over empty. Memory: SORT_CHUNK_LINES lines.
     """
-    summary_url, part_urls = written
+    fs, summary_path = fsspec.core.url_to_fs(summary_url)
+    part_urls = [fs.unstrip_protocol(p) for p in fs.ls(posixpath.dirname(summary_path), detail=False)
+                 if posixpath.basename(p).startswith("part-")]
     with fsspec.open(summary_url, "rt", encoding="utf-8") as handle:
         summary = json.load(handle)
     summary["total_seconds"] = round(time.time() - started_at, 3)

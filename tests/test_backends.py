@@ -1,6 +1,6 @@
 """Model-file backends with the core install: YOLO ONNX decoding, model config,
 model files over HTTP with the cache and sha256, seed mode through the
-pipeline, the RunInference handler, and --device checks.
+pipeline, the RunInference model handler, and --device checks.
 
 The YOLO models are ONNX graphs built here whose output is a constant we
 choose, so decoding, letterboxing, NMS and label mapping are checked exactly.
@@ -26,16 +26,17 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy, render_car_with_plate
-from pii_blur import cli, pipeline
+from pii_blur import anonymize, cli, pipeline
 from pii_blur.blur import WHOLE_OBJECT_STYLE, blur_detections, style_for
 from pii_blur.config import BlurConfig
 from pii_blur.models import DetectorConfig, DeviceError, create_detector, onnx_providers
 from pii_blur.models.base import Detector, DetectorGroup, register
-from pii_blur.models.handler import DetectImages, DetectorModelHandler, failed_reports
 from pii_blur.models.model_config import ModelConfigError, ModelSpec, parse_model_config
 from pii_blur.models.model_files import ModelFileError, fetch_model, tree_sha256
 from pii_blur.models.yolo import YoloModelError, detect_layout
-from pii_blur.types import Detection, Status
+from pii_blur.transforms.detect import DetectPII, ViewsModelHandler
+from pii_blur.transforms.elements import DecodedInput, ViewedInput
+from pii_blur.types import Detection, FileReport, InputFile
 
 LOCAL = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 COCO_NAMES = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 4: "airplane", 5: "bus", 6: "train",
@@ -424,32 +425,38 @@ class DarkFails(Detector):
                 for image in images_rgb]
 
 
-def test_handler_sends_same_size_images_together():
-    handler = DetectorModelHandler("test-dark-fails", DetectorConfig(), max_batch_size=4)
-    images = [np.ones((4, 6, 3), np.uint8), np.ones((8, 8, 3), np.uint8), np.ones((4, 6, 3), np.uint8)]
-    DarkFails.calls.clear()
-    results = handler.run_inference(images, handler.load_model())
-    assert DarkFails.calls == [[(4, 6, 3), (4, 6, 3)], [(8, 8, 3)]]
-    assert [r[0].box for r in results] == [(0.0, 0.0, 6.0, 4.0), (0.0, 0.0, 8.0, 8.0), (0.0, 0.0, 6.0, 4.0)]
-    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 4}
+def _viewed(name: str, image: np.ndarray) -> ViewedInput:
+    decoded = DecodedInput(InputFile(url=name, relative_path=name, output_url="out/" + name), b"x", None,
+                           "perspective", {})
+    return ViewedInput(decoded, anonymize.Views("perspective", [image]))
+
+
+def test_views_handler_keeps_one_images_failure_to_that_image():
+    handler = ViewsModelHandler("test-dark-fails", DetectorConfig(), threads=1)
+    batch = [_viewed("a.jpg", np.full((4, 6, 3), 9, np.uint8)), _viewed("dark.jpg", np.zeros((4, 6, 3), np.uint8))]
+    results = handler.run_inference(batch, handler.load_model())
+    assert [r.example for r in results] == batch
+    assert results[0].inference == (0.4, [[Detection("face", 0.9, (0.0, 0.0, 6.0, 4.0))]])
+    assert results[1].inference == "detection failed: RuntimeError: black image"
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 1}
     assert not handler.share_model_across_processes()
-    assert DetectorModelHandler("x", DetectorConfig(), share_across_processes=True).share_model_across_processes()
+    assert ViewsModelHandler("x", DetectorConfig(), 1, share_across_processes=True).share_model_across_processes()
 
 
-def test_run_inference_routes_failed_images_to_failed_reports():
-    handler = DetectorModelHandler("test-dark-fails", DetectorConfig(), max_batch_size=1)
-    images = [("a.jpg", np.full((4, 6, 3), 9, np.uint8)), ("dark.jpg", np.zeros((4, 6, 3), np.uint8)),
-              ("b.jpg", np.full((8, 8, 3), 9, np.uint8))]
+def test_detect_pii_sends_failed_images_on_as_failed_reports(monkeypatch):
+    """Through RunInference: the dark image ends as a failed report, the others carry their detections."""
+    config = BlurConfig(classes=("face",))
+    monkeypatch.setattr(BlurConfig, "backends", lambda self: ["test-dark-fails"])
+    elements = [_viewed("a.jpg", np.full((4, 6, 3), 9, np.uint8)), _viewed("dark.jpg", np.zeros((4, 6, 3), np.uint8))]
     with test_pipeline.TestPipeline(options=PipelineOptions(LOCAL)) as p:
-        found, failed = p | beam.Create(images) | DetectImages(handler)
-        assert_that(found | "Boxes" >> beam.MapTuple(lambda key, detections: (key, detections[0].box)),
-                    equal_to([("a.jpg", (0.0, 0.0, 6.0, 4.0)), ("b.jpg", (0.0, 0.0, 8.0, 8.0))]), label="CheckFound")
-        assert_that(failed | "Failed" >> beam.Map(lambda r: (r.path, r.status, r.reason)),
-                    equal_to([("dark.jpg", Status.FAILED, "detection failed: RuntimeError('black image')")]),
-                    label="CheckFailed")
+        out = p | beam.Create(elements) | DetectPII(config)
+        assert_that(out | beam.Map(_outcome), equal_to([("a.jpg", "found 1"),
+                                                       ("dark.jpg", "detection failed: RuntimeError: black image")]))
 
 
-def test_failed_reports_cover_every_key_of_a_failed_batch():
-    batch = [("a.jpg", None), ("b.jpg", None)]
-    reports = list(failed_reports((batch, (RuntimeError, "RuntimeError('x')", []))))
-    assert [(r.path, r.status) for r in reports] == [("a.jpg", Status.FAILED), ("b.jpg", Status.FAILED)]
+def _outcome(element):
+    if isinstance(element, FileReport):
+        return element.path, element.reason
+    return element.decoded.input.url, f"found {len(element.found_by[0][1][0])}"
+
+

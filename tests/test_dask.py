@@ -4,12 +4,15 @@ import json
 import subprocess
 import sys
 
+import apache_beam as beam
 import cv2
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 import skimage.data
 from PIL import Image
 
 from conftest import jpeg_bytes, render_car_with_plate
+from pii_blur.pipeline import runners
 
 distributed = pytest.importorskip("distributed")
 
@@ -64,3 +67,39 @@ def test_dask_cluster_matches_the_local_runner_and_uses_both_workers(tmp_path, e
 def test_dask_local_cluster_mode_starts_and_stops_its_own_cluster(tmp_path, eight_photos):
     report = run_cli(eight_photos, tmp_path / "out", "--runner", "dask")
     assert len(report) == 8 and len({r["worker"] for r in report.values()}) >= 2
+
+
+class _SplitOddEven(beam.DoFn):
+    def process(self, number):
+        yield number if number % 2 == 0 else beam.pvalue.TaggedOutput("odd", number)
+
+
+def _dask_options(cluster) -> PipelineOptions:
+    return PipelineOptions([f"--runner={runners.DASK_RUNNER}", f"--dask_client_address={cluster.scheduler_address}"])
+
+
+def test_dask_sends_every_tagged_output_to_every_consumer(cluster, tmp_path):
+    """One of the two reasons the Dask runner gets the steps in one DoFn
+    (transforms.anonymize.on_dask): with Beam 2.77's DaskRunner, the consumer
+    of the main output also receives the elements tagged `odd`. If this test
+    fails, Beam has fixed it."""
+    evens = tmp_path / "evens"
+    with beam.Pipeline(options=_dask_options(cluster)) as p:
+        split = p | beam.Create(list(range(6))) | beam.ParDo(_SplitOddEven()).with_outputs("odd", main="even")
+        _ = split.even | beam.Map(_append_to, str(evens))
+    received = sorted(int(line) for line in evens.read_text().split())
+    assert received != [0, 2, 4] and set(received) & {1, 3, 5}
+
+
+def test_dask_computes_only_one_consumer_of_a_fan_out(cluster, tmp_path):
+    """The other reason: of two consumers of one PCollection, one never runs."""
+    with beam.Pipeline(options=_dask_options(cluster)) as p:
+        numbers = p | beam.Create([1, 2, 3]) | "Add" >> beam.Map(lambda n: n + 10)
+        _ = numbers | "A" >> beam.Map(_append_to, str(tmp_path / "a"))
+        _ = numbers | "B" >> beam.Map(_append_to, str(tmp_path / "b"))
+    assert [(tmp_path / name).exists() for name in ("a", "b")].count(True) == 1
+
+
+def _append_to(number, path):
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(f"{number}\n")

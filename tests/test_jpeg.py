@@ -20,6 +20,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from pii_blur import jpeg as pjpeg
+from pii_blur import jpeg_markers as markers
 from pii_blur import pictures
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -86,7 +87,7 @@ def coefficients(data: bytes, tmp_path, name: str) -> list[np.ndarray]:
 
 def segments(data: bytes) -> list[tuple[int, bytes]]:
     """(marker, payload) of the segments before the first SOS."""
-    layout = pjpeg._parse(data)
+    layout = markers.parse_layout(data)
     return [(s.marker, s.payload(data)) for s in layout.header]
 
 
@@ -112,7 +113,7 @@ def add_mpf_preview(primary: bytes, preview: bytes) -> bytes:
         payload = b"MPF\x00" + tiff
         return b"\xff\xe2" + struct.pack(">H", len(payload) + 2) + payload
 
-    layout = pjpeg._parse(primary)
+    layout = markers.parse_layout(primary)
     insert_at = max(s.end for s in layout.header if 0xE0 <= s.marker <= 0xEF)
     primary_size = len(primary) + len(segment(0, 0))
     tiff_start = insert_at + 8  # FF E2, length, 'MPF\0'
@@ -122,7 +123,7 @@ def add_mpf_preview(primary: bytes, preview: bytes) -> bytes:
 
 def add_app_segment(data: bytes, marker: int, payload: bytes) -> bytes:
     """Insert a segment after the last APPn segment of the header."""
-    layout = pjpeg._parse(data)
+    layout = markers.parse_layout(data)
     insert_at = max(s.end for s in layout.header if 0xE0 <= s.marker <= 0xEF)
     return data[:insert_at] + bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload + data[insert_at:]
 
@@ -224,10 +225,10 @@ def test_frame_scans_and_restarts_are_kept(kind, astronaut, face_mask, tmp_path)
     source, pixels = fixture_for(kind, astronaut, tmp_path)
     out, stats = pjpeg.patch_jpeg_blocks(source, blur_inside(pixels, face_mask), face_mask)
 
-    old, new = pjpeg._parse(source), pjpeg._parse(out)
-    assert pjpeg._parse_frame(out, new) == pjpeg._parse_frame(source, old)
+    old, new = markers.parse_layout(source), markers.parse_layout(out)
+    assert markers.parse_frame(out, new) == markers.parse_frame(source, old)
     assert pjpeg._script(out, new) == pjpeg._script(source, old)
-    assert pjpeg._restart_interval(out, new.header) == pjpeg._restart_interval(source, old.header)
+    assert markers.restart_interval(out, new.header) == markers.restart_interval(source, old.header)
     assert [(m, p) for m, p in segments(out) if m != pjpeg.DHT] == [(m, p) for m, p in segments(source)
                                                                      if m != pjpeg.DHT]
     assert stats["progressive"] == ("progressive" in kind)
@@ -262,7 +263,7 @@ def test_standard_huffman_keeps_untouched_mcus_byte_identical(astronaut, tmp_pat
     out, stats = pjpeg.patch_jpeg_blocks(source, blur_inside(decode(source), lower), lower)
 
     assert stats["huffman"] == "standard"
-    old, new = pjpeg._parse(source), pjpeg._parse(out)
+    old, new = markers.parse_layout(source), markers.parse_layout(out)
     old_scan, new_scan = source[old.scan_start:old.eoi_end], out[new.scan_start:new.eoi_end]
     same = next(i for i, (a, b) in enumerate(zip(old_scan, new_scan)) if a != b)
     assert same > 0.6 * len(old_scan)  # every MCU row above row 400 codes to the same bytes
@@ -295,7 +296,7 @@ def test_metadata_is_kept_except_embedded_pictures(astronaut, face_mask, tmp_pat
     assert set(actions) >= {"EXIF thumbnail rebuilt from the output", "APP2 MPF segment removed"}
 
     def app_segments(data):
-        return [(m, p) for m, p in segments(data) if (0xE0 <= m <= 0xEF or m == pjpeg.COM)
+        return [(m, p) for m, p in segments(data) if (0xE0 <= m <= 0xEF or m == markers.COM)
                 and not p.startswith((b"Exif\x00", b"MPF\x00"))]
     assert app_segments(out) == app_segments(source)  # ICC, XMP, IPTC, COM byte for byte, same order
     exif_in = next(p for m, p in segments(source) if p.startswith(b"Exif\x00"))
@@ -348,7 +349,7 @@ def test_mpf_preview_is_removed(astronaut, face_mask, tmp_path):
     (tmp_path / "out.jpg").write_bytes(out)
     assert "MPF" not in exiftool(tmp_path / "out.jpg", "-a", "-G1", "-s")
     assert middle(preview) not in out
-    assert len(out) == pjpeg._parse(out).eoi_end
+    assert len(out) == markers.parse_layout(out).eoi_end
 
 
 @needs_exiftool
@@ -359,7 +360,7 @@ def test_remove_or_replace_previews_drops_mpf_and_trailer(astronaut, tmp_path):
 
     assert "MPF" not in exiftool(tmp_path / "out.jpg", "-a", "-G1", "-s")
     assert middle(preview) not in out
-    layout = pjpeg._parse(source)
+    layout = markers.parse_layout(source)
     assert out.endswith(source[layout.scan_start:layout.eoi_end])  # scans untouched, nothing after EOI
 
 
@@ -419,7 +420,7 @@ def test_truncated_file_is_refused(astronaut, face_mask):
 
 def test_corrupt_entropy_data_is_refused_not_fatal(astronaut, face_mask):
     data = bytearray(encode(astronaut))
-    start = pjpeg._parse(bytes(data)).scans[0].end
+    start = markers.parse_layout(bytes(data)).scans[0].end
     data[start + 100:start + 4000] = b"\xff\xf2" * 1950  # unknown markers where the scan should be
     with pytest.raises(pjpeg.LosslessUnavailable):
         pjpeg.patch_jpeg_blocks(bytes(data), astronaut, face_mask)

@@ -29,7 +29,8 @@ def test_dataflow_job_is_built_and_validated_without_submitting():
         "--region=europe-west1", "--temp_location=gs://pii-blur-test/tmp", "--job_name=pii-blur-dry-run",
         "--setup_file=./setup.py", "--no_auth", "--dry_run=True", "--sdk_location=container"])
     assert beam_args[0] == "--runner=DataflowRunner"              # passed through untouched
-    assert {"Match/FanOut", "Anonymize/Anonymize", "Report/Write"} <= transform_names(graph)
+    assert {"MatchImages/FanOut", "Anonymize/ReadImages/Read", "Anonymize/DetectPII/Detect onnx-centerface",
+            "WriteReport/Count"} <= transform_names(graph)
     result = graph.run()
     assert result.state == "DONE"                                 # dry run: built, validated, not sent
     assert result.job.proto.name == "pii-blur-dry-run"
@@ -44,4 +45,4 @@ def test_portable_runner_options_validate(runner):
     assert PipelineOptionsValidator(options, PortableRunner()).validate() == []
     assert options.view_as(PortableOptions).job_endpoint == "localhost:8099"
     proto = graph.to_runner_api()
-    assert "Anonymize/Anonymize" in {t.unique_name for t in proto.components.transforms.values()}
+    assert "Anonymize/WriteImages/Write" in {t.unique_name for t in proto.components.transforms.values()}

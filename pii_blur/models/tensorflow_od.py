@@ -14,7 +14,7 @@ for COCO.
 
 Beam's TFModelHandlerTensor is not used: it stacks equal-shape tensors and
 returns raw outputs, whereas detection needs this post-processing; the
-generic handler in handler.py batches same-size images for any detector.
+ViewsModelHandler in transforms/detect.py runs any detector over an image's views.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class RunArgs:
     (MatchImages); 0 fans out single paths. review: local folder for the HTML review
     page written after the run, or None. settings: the options the run was
     given, recorded in the report's summary. merge_report: merge the report's
-    parts into one sorted file at the end (local runs), or leave them (WriteReport).
+    parts into one sorted file at the end (local and Dask runs), or leave them (WriteReport).
     """
 
     input: str
@@ -49,11 +49,11 @@ def build(pipeline: beam.Pipeline, args: RunArgs):
     """
     reports = (
         pipeline
-        | "Match" >> MatchImages(args.input, args.output, listed=args.inputs, shares=args.shares,
+        | "MatchImages" >> MatchImages(args.input, args.output, listed=args.inputs, shares=args.shares,
                                 report_url=args.report, planning=planning(args))
         | "Anonymize" >> AnonymizeImages(args.config)
     )
-    _ = reports | "Report" >> WriteReport(args.report, args.started_at, settings=args.settings,
+    _ = reports | "WriteReport" >> WriteReport(args.report, args.started_at, settings=args.settings,
                                           merge=args.merge_report)
     return reports
 

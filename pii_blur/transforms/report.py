@@ -10,6 +10,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pii_blur import report_files
+from pii_blur.transforms.anonymize import on_dask
 from pii_blur.types import FileReport
 
 
@@ -59,8 +60,21 @@ class _WriteParts(beam.DoFn):
         return url
 
 
-def _with_parts(summary_url: str, parts: list[str]) -> tuple[str, list[str]]:
-    return summary_url, parts
+def _write_all(reports: list[FileReport], folder_url: str, report_url: str, started_at: float,
+               settings: dict) -> str:
+    """The whole report from one list (Dask runs, which are a cluster's size, not an archive's)."""
+    counts = report_files.empty_counts()
+    for report in reports:
+        report_files.add_to_counts(counts, report)
+    if reports:
+        report_files.write_part(folder_url, [report_files.report_line(r) for r in reports])
+    summary = report_files.write_summary(counts, folder_url, started_at, settings)
+    return report_files.merge_parts(summary, report_url, started_at)
+
+
+def _after(summary_url: str, written_parts: list[str]) -> str:
+    del written_parts   # only waited for
+    return summary_url
 
 
 class WriteReport(beam.PTransform):
@@ -85,6 +99,11 @@ class WriteReport(beam.PTransform):
 
     def expand(self, reports):
         folder = report_files.run_folder(self.report_url, self.started_at)
+        if on_dask(reports.pipeline):   # a line, not a fan-out (see transforms.anonymize.on_dask)
+            return (reports
+                    | "Gather" >> beam.combiners.ToList()
+                    | "WriteAll" >> beam.Map(_write_all, folder_url=folder, report_url=self.report_url,
+                                             started_at=self.started_at, settings=self.settings))
         parts = (reports
                  | "ToJson" >> beam.Map(report_files.report_line)
                  | "WriteParts" >> beam.ParDo(_WriteParts(folder)))
@@ -92,8 +111,9 @@ class WriteReport(beam.PTransform):
                    | "Count" >> beam.CombineGlobally(_CountReports())
                    | "WriteSummary" >> beam.Map(report_files.write_summary, folder_url=folder,
                                                 started_at=self.started_at, settings=self.settings))
-        # The merge waits for both: the summary is its main input, the parts a side input.
-        written = summary | "Parts" >> beam.Map(_with_parts, parts=beam.pvalue.AsList(parts))
+        # Both must be written before the merge: the summary is its main input,
+        # and the parts' URLs a side input that makes it wait for them.
+        written = summary | "AfterParts" >> beam.Map(_after, beam.pvalue.AsList(parts))
         if not self.merge:
             return written
         return written | "Merge" >> beam.Map(report_files.merge_parts, report_url=self.report_url,

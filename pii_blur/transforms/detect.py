@@ -1,0 +1,189 @@
+"""ProjectViews, DetectPII and MergeDetections: from a decoded image to what is in it.
+
+DetectPII runs each detector through Beam's RunInference with the
+project's ModelHandler: the model loads once per worker process (or once
+per machine, for a GPU), and its failures come out as dead letters.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any, Iterable, Optional, Sequence
+
+import apache_beam as beam
+import cv2
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+
+from pii_blur import anonymize
+from pii_blur.config import BlurConfig
+from pii_blur.models.base import Detector, DetectorConfig, create_detector
+from pii_blur.transforms.elements import DecodedInput, DetectedInput, Staged, ViewedInput
+from pii_blur.transforms.reports import describe, failed
+from pii_blur.types import FileReport
+
+
+def project_views(element):
+    if isinstance(element, FileReport):
+        return element
+    started = time.perf_counter()
+    try:
+        views = anonymize.project(element.image, element.projection)
+    except Exception as error:  # noqa: BLE001 - every error becomes a report line
+        return failed(element.input, f"projection failed: {describe(error)}", size_bytes=len(element.data),
+                      timings=element.timings)
+    element.timings["detect"] = time.perf_counter() - started
+    return ViewedInput(element, views)
+
+
+class ProjectViews(beam.PTransform):
+    """PCollection[Staged] -> PCollection[Staged]: each DecodedInput with the views to search.
+
+    A photo is one upright view; a panorama is its views of the sphere
+    (anonymize.project). Reports pass through.
+    """
+
+    def expand(self, staged):
+        return staged | "Project" >> beam.Map(project_views).with_output_types(Staged)
+
+
+class ViewsModelHandler(ModelHandler[ViewedInput, Any, Detector]):
+    """RunInference's hooks for a registered detector, one image's views per example.
+
+    Each result is a PredictionResult of the example and (the detector's
+    threshold, its detections per view), or of the error message where
+    detection failed for that image alone.
+    backend: registered detector name; config: its DetectorConfig.
+    share_across_processes: one model per machine (Beam serves it from a
+    separate process), for a single GPU.
+    """
+
+    def __init__(self, backend: str, config: DetectorConfig, threads: int, *, share_across_processes: bool = False):
+        super().__init__()
+        self.backend = backend
+        self.config = config
+        self.threads = threads
+        self._share = share_across_processes
+
+    def load_model(self) -> Detector:
+        cv2.setNumThreads(self.threads)   # --workers processes already keep the cores busy
+        detector = create_detector(self.backend, self.config)
+        # Beam, the models and their libraries leave millions of long-lived
+        # objects; frozen, they are skipped by every later collection and by
+        # the one at exit (0.7 s per worker at the end of a local run).
+        gc.freeze()
+        return detector
+
+    def run_inference(self, batch: Sequence[ViewedInput], model: Detector,
+                      inference_args: Optional[dict[str, Any]] = None) -> Iterable[Any]:
+        results = []
+        for viewed in batch:
+            started = time.perf_counter()
+            try:
+                inference = (model.threshold, anonymize.detect_views(model, viewed.views))
+            except Exception as error:  # noqa: BLE001 - one image's failure is its own report line
+                inference = f"detection failed: {describe(error)}"
+            results.append(PredictionResult(viewed, inference, model_id=self.backend))
+            viewed.decoded.timings["detect"] = viewed.decoded.timings.get("detect", 0.0) + time.perf_counter() - started
+        return results
+
+    def get_num_bytes(self, batch: Sequence[ViewedInput]) -> int:
+        return sum(viewed.views.nbytes for viewed in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return f"pii_blur_{self.backend}"
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        # One image per batch: a panorama's views are already many same-size
+        # images, and batching panoramas would multiply the memory held.
+        return {"min_batch_size": 1, "max_batch_size": 1}
+
+    def share_model_across_processes(self) -> bool:
+        return self._share
+
+
+def with_inference(keyed_result) -> Any:
+    _key, result = keyed_result
+    viewed: ViewedInput = result.example
+    if isinstance(result.inference, str):
+        decoded = viewed.decoded
+        return failed(decoded.input, result.inference, size_bytes=len(decoded.data), timings=decoded.timings)
+    viewed.found_by.append(result.inference)
+    return viewed
+
+
+def _dead_letters(dead_letter) -> Iterable[FileReport]:
+    """A `failed` report for every image of a batch that RunInference could not run
+    (dead_letter: (batch of (key, ViewedInput), (exception type, message, traceback)))."""
+    batch, (_error_type, error_repr, _traceback) = dead_letter
+    for _key, viewed in batch:
+        yield failed(viewed.decoded.input, f"detection failed: {error_repr}", size_bytes=len(viewed.decoded.data))
+
+
+def _keyed(viewed: ViewedInput) -> tuple[str, ViewedInput]:
+    return viewed.decoded.input.url, viewed
+
+
+class DetectPII(beam.PTransform):
+    """PCollection[Staged] -> PCollection[Staged]: every detector of the run over each image's views.
+
+    One RunInference per backend (config.backends()), each with
+    .with_exception_handling(), so a batch that raises ends as `failed`
+    reports; a failure of one image alone is caught for that image.
+    Reports pass through, around the models.
+    share_across_processes: one model per machine (for a GPU).
+    """
+
+    def __init__(self, config: BlurConfig, share_across_processes: bool = False):
+        super().__init__()
+        self.config = config
+        self.share_across_processes = share_across_processes
+
+    def expand(self, staged):
+        current, passing = staged, []
+        for backend in self.config.backends():
+            handler = ViewsModelHandler(backend, self.config.detector_config(), self.config.threads,
+                                        share_across_processes=self.share_across_processes)
+            passing.append(current | f"Reports before {backend}" >> beam.Filter(is_report))
+            keyed = (current
+                     | f"Images for {backend}" >> beam.Filter(_is_viewed).with_output_types(Staged)
+                     | f"Keyed {backend}" >> beam.Map(_keyed))
+            inference = RunInference(KeyedModelHandler(handler)).with_exception_handling()
+            results, dead = keyed | f"Detect {backend}" >> inference
+            passing.append(dead.failed_inferences | f"Dead letters {backend}" >> beam.FlatMap(_dead_letters))
+            current = results | f"Found by {backend}" >> beam.Map(with_inference).with_output_types(Staged)
+        return [current, *passing] | "Flatten" >> beam.Flatten().with_output_types(Staged)
+
+
+def is_report(element) -> bool:
+    return isinstance(element, FileReport)
+
+
+def _is_viewed(element) -> bool:
+    return isinstance(element, ViewedInput)
+
+
+def merge_detections(element, labels: frozenset):
+    if not isinstance(element, ViewedInput):
+        return element
+    decoded: DecodedInput = element.decoded
+    started = time.perf_counter()
+    try:
+        found = anonymize.merge(decoded.image, element.views, element.found_by, set(labels))
+    except Exception as error:  # noqa: BLE001
+        return failed(decoded.input, f"merging detections failed: {describe(error)}", size_bytes=len(decoded.data),
+                      timings=decoded.timings)
+    decoded.timings["detect"] = decoded.timings.get("detect", 0.0) + time.perf_counter() - started
+    return DetectedInput(decoded, found)
+
+
+class MergeDetections(beam.PTransform):
+    """PCollection[Staged] -> PCollection[Staged]: each image's detections per view as one
+    DetectedInput (merged on the sphere for panoramas; anonymize.merge). Reports pass through."""
+
+    def __init__(self, classes: Sequence[str]):
+        super().__init__()
+        self.labels = frozenset(classes)
+
+    def expand(self, staged):
+        return staged | "Merge" >> beam.Map(merge_detections, labels=self.labels).with_output_types(Staged)
