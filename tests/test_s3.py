@@ -266,7 +266,7 @@ class RequestRecording:
 def _kind(method: str, url: str) -> str:
     """'LIST', or METHOD and what the object is (input, output, record, run file)."""
     parsed = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qs(parsed.query)
+    query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
     bucket, _, key = urllib.parse.unquote(parsed.path).lstrip("/").partition("/")
     if method == "GET" and (not key or "list-type" in query or "prefix" in query):
         return "LIST"
