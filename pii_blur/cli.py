@@ -71,7 +71,7 @@ def make_parser() -> argparse.ArgumentParser:
                         help="where models run: cuda needs onnxruntime-gpu (pii-blur[gpu]), and a GPU build of "
                              "TensorFlow or torch for those backends; checked at start-up (default: cpu)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="weights of the built-in ONNX models: int8 (statically quantised, about twice as "
+                        help="weights of the built-in ONNX models: int8 (statically quantised, 1.3-2.5x as "
                              "fast on CPU) or fp32 (default: each model's measured choice, "
                              + ", ".join(f"{name} {precision}" for name, precision in DEFAULT_PRECISION.items())
                              + ")")

@@ -25,7 +25,7 @@ PRECISIONS = ("int8", "fp32")
 # The vendored models' precision where --precision does not choose one, by
 # measurement (README, Models: int8 where blur recall stayed within 0.5
 # points of fp32 on every dev set).
-DEFAULT_PRECISION = {"onnx-centerface": "fp32", "onnx-ppocr-plate": "fp32"}
+DEFAULT_PRECISION = {"onnx-centerface": "fp32", "onnx-ppocr-plate": "int8"}
 
 
 @dataclasses.dataclass(frozen=True)

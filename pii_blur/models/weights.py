@@ -12,8 +12,8 @@ VENDORED_WEIGHTS = {
     "ppocrv4_det_folded.onnx": "c455789ec939f6d82133eee78a951b969105eb6bbd10d9dc0801f2bfd5ad9d8c",
     "ppocrv4_rec.onnx": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
     # Derived from the fp32 files above by tools/derive_int8.py.
-    "centerface_dynamic_int8.onnx": "a4c707af7db40d29f5d5b4a11f80314ecc718e726672e5ce28a2a57ea37ddbbc",
-    "ppocrv4_det_folded_int8.onnx": "fed379b79e054bebf9040cad97f17efc5a7a610e79214d7807881caf85d24d41",
+    "centerface_dynamic_int8.onnx": "80ceb0466c59246cc7e62e57157ad8caad22a863b2945bff21d4050878bc33c4",
+    "ppocrv4_det_folded_int8.onnx": "52ff199717a20bcc3778e023bba3f8d89d26cc3b084ab89237fc00256b500111",
 }
 
 
