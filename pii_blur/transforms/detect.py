@@ -120,8 +120,10 @@ def _dead_letters(dead_letter) -> Iterable[FileReport]:
         yield failed(viewed.decoded.input, f"detection failed: {error_repr}", size_bytes=len(viewed.decoded.data))
 
 
-def _keyed(viewed: ViewedInput) -> tuple[str, ViewedInput]:
-    return viewed.decoded.input.url, viewed
+def _keyed(viewed: ViewedInput) -> tuple[int, ViewedInput]:
+    """RunInference's keyed form. The key is not used (the example carries its input), and a
+    URL would not do: a file name that is not UTF-8 cannot pass Beam's string coder."""
+    return 0, viewed
 
 
 class DetectPII(beam.PTransform):
