@@ -123,16 +123,16 @@ class AnonymizeImages(beam.PTransform):
         if dask:
             reports = inputs | "AllSteps" >> beam.ParDo(_AllStepsFn(self.config)).with_output_types(FileReport)
             return reports | "CountReports" >> beam.Map(_finish, progress_dir=self.config.progress_dir)
-        staged = (inputs
+        viewed = (inputs
                   | "ReadImages" >> ReadImages(self.config)
-                  | "ProjectViews" >> ProjectViews()
-                  | "DetectPII" >> DetectPII(self.config)
-                  | "MergeDetections" >> MergeDetections(self.config.classes))
+                  | "ProjectViews" >> ProjectViews())
+        detected, failed = viewed | "DetectPII" >> DetectPII(self.config, separate_failures=True)
+        staged = detected | "MergeDetections" >> MergeDetections(self.config.classes)
         routes = staged | "RouteImages" >> RouteImages()
         copied = routes[UNTOUCHED] | "CopyUntouched" >> CopyUntouched(self.config)
         written = (routes[FOUND]
                    | "BlurImages" >> BlurImages(self.config.mode)
                    | "WriteImages" >> WriteImages(self.config))
-        return ((routes[DONE], copied, written)
+        return ((routes[DONE], failed, copied, written)
                 | "AllReports" >> beam.Flatten()
                 | "CountReports" >> beam.Map(_finish, progress_dir=self.config.progress_dir).with_output_types(FileReport))

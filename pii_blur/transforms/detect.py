@@ -78,6 +78,9 @@ class ViewsModelHandler(ModelHandler[ViewedInput, Any, Detector]):
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[Any]:
         results = []
         for viewed in batch:
+            if isinstance(viewed, FileReport):   # an input that an earlier step ended passes through
+                results.append(PredictionResult(viewed, None, model_id=self.backend))
+                continue
             started = time.perf_counter()
             try:
                 inference = (model.threshold, anonymize.detect_views(model, viewed.views))
@@ -88,7 +91,7 @@ class ViewsModelHandler(ModelHandler[ViewedInput, Any, Detector]):
         return results
 
     def get_num_bytes(self, batch: Sequence[ViewedInput]) -> int:
-        return sum(viewed.views.nbytes for viewed in batch)
+        return sum(viewed.views.nbytes for viewed in batch if isinstance(viewed, ViewedInput))
 
     def get_metrics_namespace(self) -> str:
         return f"pii_blur_{self.backend}"
@@ -105,6 +108,8 @@ class ViewsModelHandler(ModelHandler[ViewedInput, Any, Detector]):
 def with_inference(keyed_result) -> Any:
     _key, result = keyed_result
     viewed: ViewedInput = result.example
+    if isinstance(viewed, FileReport):
+        return viewed
     if isinstance(result.inference, str):
         decoded = viewed.decoded
         return failed(decoded.input, result.inference, size_bytes=len(decoded.data), timings=decoded.timings)
@@ -120,7 +125,7 @@ def _dead_letters(dead_letter) -> Iterable[FileReport]:
         yield failed(viewed.decoded.input, f"detection failed: {error_repr}", size_bytes=len(viewed.decoded.data))
 
 
-def _keyed(viewed: ViewedInput) -> tuple[int, ViewedInput]:
+def _keyed(viewed) -> tuple[int, Staged]:
     """RunInference's keyed form. The key is not used (the example carries its input), and a
     URL would not do: a file name that is not UTF-8 cannot pass Beam's string coder."""
     return 0, viewed
@@ -132,37 +137,35 @@ class DetectPII(beam.PTransform):
     One RunInference per backend (config.backends()), each with
     .with_exception_handling(), so a batch that raises ends as `failed`
     reports; a failure of one image alone is caught for that image.
-    Reports pass through, around the models.
-    share_across_processes: one model per machine (for a GPU).
+    Reports pass through the models untouched. share_across_processes: one
+    model per machine (for a GPU).
+
+    With separate_failures, the output is (images and reports, failed
+    reports of batches that raised): the first stays fused with the steps
+    around it, where joining the two would make Beam's local runner encode
+    every panorama's views at the join.
     """
 
-    def __init__(self, config: BlurConfig, share_across_processes: bool = False):
+    def __init__(self, config: BlurConfig, share_across_processes: bool = False, separate_failures: bool = False):
         super().__init__()
         self.config = config
         self.share_across_processes = share_across_processes
+        self.separate_failures = separate_failures
 
     def expand(self, staged):
-        current, passing = staged, []
+        current, failures = staged, []
         for backend in self.config.backends():
             handler = ViewsModelHandler(backend, self.config.detector_config(), self.config.threads,
                                         share_across_processes=self.share_across_processes)
-            passing.append(current | f"Reports before {backend}" >> beam.Filter(is_report))
-            keyed = (current
-                     | f"Images for {backend}" >> beam.Filter(_is_viewed).with_output_types(Staged)
-                     | f"Keyed {backend}" >> beam.Map(_keyed))
             inference = RunInference(KeyedModelHandler(handler)).with_exception_handling()
-            results, dead = keyed | f"Detect {backend}" >> inference
-            passing.append(dead.failed_inferences | f"Dead letters {backend}" >> beam.FlatMap(_dead_letters))
+            results, dead = current | f"Keyed {backend}" >> beam.Map(_keyed) | f"Detect {backend}" >> inference
+            failures.append(dead.failed_inferences
+                            | f"Dead letters {backend}" >> beam.FlatMap(_dead_letters).with_output_types(FileReport))
             current = results | f"Found by {backend}" >> beam.Map(with_inference).with_output_types(Staged)
-        return [current, *passing] | "Flatten" >> beam.Flatten().with_output_types(Staged)
-
-
-def is_report(element) -> bool:
-    return isinstance(element, FileReport)
-
-
-def _is_viewed(element) -> bool:
-    return isinstance(element, ViewedInput)
+        failed = failures | "Failed" >> beam.Flatten().with_output_types(FileReport)
+        if self.separate_failures:
+            return current, failed
+        return (current, failed) | "Flatten" >> beam.Flatten().with_output_types(Staged)
 
 
 def merge_detections(element, labels: frozenset):
