@@ -185,15 +185,25 @@ def _check_locations(parser: argparse.ArgumentParser, known: argparse.Namespace)
     if storage.is_local_file(known.output):
         parser.error(f"OUTPUT {known.output} is an existing file; it must be a folder (quote globs in INPUT)")
     report = known.report or storage.join_url(known.output, REPORT_NAME)
-    if storage.is_same_or_inside(report, input_root):
-        parser.error(f"--report {report} must not be an input or lie inside INPUT")
-    if storage.is_local_path(report) and os.path.islink(fsspec.core.split_protocol(report)[1]):
-        parser.error(f"--report {report} is a symbolic link; name the file itself")
+    _refuse_unsafe_target(parser, "--report", report, input_root)
     for name, folder in (("OUTPUT", known.output), ("--report", storage.parent_url(report))):
-        problem = storage.unwritable(folder)
-        if problem:
-            parser.error(f"{name} folder {folder} cannot be written: {problem}")
+        _refuse_unwritable(parser, name, folder)
     return report
+
+
+def _refuse_unsafe_target(parser: argparse.ArgumentParser, option: str, url: str, input_root: str) -> None:
+    """Refuse a file the run writes besides its outputs (--report, --summary-json) that is
+    an input, lies inside INPUT, or is a symbolic link."""
+    if storage.is_same_or_inside(url, input_root):
+        parser.error(f"{option} {url} must not be an input or lie inside INPUT")
+    if storage.is_local_path(url) and os.path.islink(fsspec.core.split_protocol(url)[1]):
+        parser.error(f"{option} {url} is a symbolic link; name the file itself")
+
+
+def _refuse_unwritable(parser: argparse.ArgumentParser, name: str, folder: str) -> None:
+    problem = storage.unwritable(folder)
+    if problem:
+        parser.error(f"{name} folder {folder} cannot be written: {problem}")
 
 
 def _check_summary_json(parser: argparse.ArgumentParser, known: argparse.Namespace) -> None:
@@ -203,13 +213,8 @@ def _check_summary_json(parser: argparse.ArgumentParser, known: argparse.Namespa
         return
     if not path.strip() or path.endswith("/"):
         parser.error("--summary-json must name a file")
-    if storage.is_same_or_inside(path, storage.input_root(known.input)):
-        parser.error(f"--summary-json {path} must not be an input or lie inside INPUT")
-    if storage.is_local_path(path) and os.path.islink(fsspec.core.split_protocol(path)[1]):
-        parser.error(f"--summary-json {path} is a symbolic link; name the file itself")
-    problem = storage.unwritable(storage.parent_url(path))
-    if problem:
-        parser.error(f"--summary-json folder {storage.parent_url(path)} cannot be written: {problem}")
+    _refuse_unsafe_target(parser, "--summary-json", path, storage.input_root(known.input))
+    _refuse_unwritable(parser, "--summary-json", storage.parent_url(path))
 
 
 def write_summary_json(summary: dict, url: str) -> None:
