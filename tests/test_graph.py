@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import apache_beam as beam
+import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -79,3 +82,12 @@ def test_read_project_detect_as_a_library_writes_detections_without_blurring(tmp
         assert_that(lines | beam.Map(lambda line: (json.loads(line)["path"], len(json.loads(line)["faces"]))),
                     equal_to([("face.jpg", 1), ("rocket.jpg", 0)]))
     assert not (tmp_path / "unused").exists()
+
+
+def test_the_graph_starts_without_importing_torch():
+    """RunInference's module imports torch when it is installed (Beam's ModelManager): 1.5 s
+    more start-up per worker process that a run without the ImageAI backend must not pay."""
+    pytest.importorskip("torch")
+    code = "import sys, pii_blur.pipeline, pii_blur.transforms; print(sorted({'torch', 'scipy'} & set(sys.modules)))"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"
