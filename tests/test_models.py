@@ -52,8 +52,33 @@ def test_plate_detector_covers_a_rendered_plate(plate_detector):
 def test_higher_probability_means_fewer_faces(astronaut):
     crowd = np.concatenate([astronaut, cv2.resize(astronaut, (256, 256)).repeat(2, 0).repeat(2, 1)], axis=1)
     low = above_threshold(create_detector("onnx-centerface", DetectorConfig(min_probability=0.1, threads=1)), crowd)
-    high = above_threshold(create_detector("onnx-centerface", DetectorConfig(min_probability=1.0, threads=1)), crowd)
-    assert len(high) < len(low) and all(d.score >= 0.5 for d in high)
+    strict = create_detector("onnx-centerface", DetectorConfig(min_probability=1.0, threads=1))
+    high = above_threshold(strict, crowd)
+    assert len(high) < len(low) and all(d.score >= strict.threshold for d in high)
+
+
+def test_int8_centerface_threshold_is_fp32s_times_the_measured_factor():
+    """int8's heatmap peaks lower; its threshold (and so its near-miss floor) is scaled, fp32's is not."""
+    from pii_blur.models.centerface import INT8_THRESHOLD_FACTOR, threshold_for
+
+    assert 0.8 <= INT8_THRESHOLD_FACTOR <= 1.0
+    assert threshold_for(0.4) == threshold_for(0.4, "fp32") == pytest.approx(0.2)
+    assert threshold_for(0.4, "int8") == pytest.approx(0.2 * INT8_THRESHOLD_FACTOR)
+    for precision in ("int8", "fp32"):
+        detector = create_detector("onnx-centerface", DetectorConfig(min_probability=0.4, threads=1,
+                                                                     precision=precision))
+        assert detector.precision == precision
+        assert detector.threshold == pytest.approx(threshold_for(0.4, precision))
+        assert detector.floor == pytest.approx(0.5 * detector.threshold)
+
+
+def test_centerface_defaults_to_int8():
+    """README, "int8 or fp32": int8 CenterFace (at INT8_THRESHOLD_FACTOR) kept blur recall within 0.5
+    points of fp32 on every dev-face bin and panorama pitch band."""
+    from pii_blur.models.base import DEFAULT_PRECISION
+
+    assert DEFAULT_PRECISION["onnx-centerface"] == "int8"
+    assert create_detector("onnx-centerface", DetectorConfig(threads=1)).precision == "int8"
 
 
 def test_near_misses_score_between_floor_and_threshold(face_detector, astronaut):

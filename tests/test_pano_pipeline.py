@@ -40,7 +40,9 @@ def test_panorama_faces_found_at_the_seam_and_poles_and_blurred(tmp_path):
     record = run(source, tmp_path / "out", "auto")
     assert record["projection"] == "equirectangular" and record["status"] == "blurred"
     detections = record["detections"]
-    assert 4 <= len(detections) <= 5                                  # the 4 faces; at most one spurious extra
+    # The 4 faces; at most two spurious extras (int8 CenterFace, the default, at its lower threshold
+    # also blurs a 7x9 px speck near -45 degrees as a small object, scoring 0.088).
+    assert 4 <= len(detections) <= 6
     pitches = sorted(d["pitch_deg"] for d in detections)
     assert pitches[0] < -50 and pitches[-1] > 75                      # both polar faces (at about -58 and +82)
     seam = [d for d in detections if len(d["boxes"]) == 2 and abs(d["pitch_deg"]) < 30]

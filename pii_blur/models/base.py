@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("int8", "fp32")
 # The vendored models' precision where --precision does not choose one, by
-# measurement (README, Models: int8 where blur recall stayed within 0.5
-# points of fp32 on every dev set).
-DEFAULT_PRECISION = {"onnx-centerface": "fp32", "onnx-ppocr-plate": "int8"}
+# measurement (README, "int8 or fp32": int8 where blur recall stayed within 0.5
+# points of fp32 on every dev set, size bin and panorama pitch band; CenterFace's
+# int8 with its lower threshold, centerface.INT8_THRESHOLD_FACTOR).
+DEFAULT_PRECISION = {"onnx-centerface": "int8", "onnx-ppocr-plate": "int8"}
 
 
 @dataclasses.dataclass(frozen=True)
