@@ -36,7 +36,7 @@ from pii_blur.models.model_files import ModelFileError, fetch_model, tree_sha256
 from pii_blur.models.yolo import YoloModelError, detect_layout
 from pii_blur.transforms.detect import DetectPII, ViewsModelHandler
 from pii_blur.transforms.elements import DecodedInput, ViewedInput
-from pii_blur.types import Detection, FileReport, InputFile
+from pii_blur.types import Detection, FileReport, InputFile, Status
 
 LOCAL = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 COCO_NAMES = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 4: "airplane", 5: "bus", 6: "train",
@@ -434,10 +434,11 @@ def _viewed(name: str, image: np.ndarray) -> ViewedInput:
 def test_views_handler_keeps_one_images_failure_to_that_image():
     handler = ViewsModelHandler("test-dark-fails", DetectorConfig(), threads=1)
     batch = [_viewed("a.jpg", np.full((4, 6, 3), 9, np.uint8)), _viewed("dark.jpg", np.zeros((4, 6, 3), np.uint8))]
-    results = handler.run_inference(batch, handler.load_model())
-    assert [r.example for r in results] == batch
-    assert results[0].inference == (0.4, [[Detection("face", 0.9, (0.0, 0.0, 6.0, 4.0))]])
-    assert results[1].inference == "detection failed: RuntimeError: black image"
+    found, dark = handler.run_inference(batch, handler.load_model())
+    assert found is batch[0]
+    assert found.found_by == [(0.4, [[Detection("face", 0.9, (0.0, 0.0, 6.0, 4.0))]])]
+    assert isinstance(dark, FileReport) and dark.status == Status.FAILED
+    assert (dark.path, dark.reason) == ("dark.jpg", "detection failed: RuntimeError: black image")
     assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 1}
     assert not handler.share_model_across_processes()
     assert ViewsModelHandler("x", DetectorConfig(), 1, share_across_processes=True).share_model_across_processes()

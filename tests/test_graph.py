@@ -11,6 +11,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners import pipeline_context
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -18,7 +19,7 @@ from conftest import jpeg_bytes
 from pii_blur import pipeline, storage
 from pii_blur.config import REPORT_NAME, BlurConfig
 from pii_blur.transforms import DetectPII, MergeDetections, ProjectViews, ReadImages
-from pii_blur.transforms.elements import DetectedInput
+from pii_blur.transforms.elements import DetectedInput, StagedCoder
 
 LOCAL = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 CARD = ["MatchImages", "ReadImages", "ProjectViews", "DetectPII", "MergeDetections", "RouteImages", "CopyUntouched",
@@ -42,6 +43,28 @@ def test_the_graph_has_the_cards_steps(tmp_path):
     names = [t.unique_name for t in p.to_runner_api().components.transforms.values()]
     for step in CARD:
         assert any(name == step or name.endswith("/" + step) for name in names), step
+
+
+def test_every_collection_that_carries_pixels_is_sized_without_pickling(tmp_path):
+    """Beam samples element sizes through each PCollection's coder: any coder but StagedCoder
+    would pickle a sampled panorama and its views whole (seconds per panorama)."""
+    args = pipeline.RunArgs(input=str(tmp_path), output=str(tmp_path / "out"), report=str(tmp_path / "r.jsonl"),
+                            config=BlurConfig(), started_at=time.time())
+    p = beam.Pipeline(options=PipelineOptions(LOCAL))
+    pipeline.build(p, args)
+    components = p.to_runner_api().components
+    context = pipeline_context.PipelineContext(components)
+
+    def sized_by_staged_coder(coder) -> bool:
+        return isinstance(coder, StagedCoder) or any(map(sized_by_staged_coder, coder._get_component_coders()))
+
+    carrying = [c for c in components.pcollections.values()
+                if any(f"/{step}/" in c.unique_name for step in ("ReadImages", "ProjectViews", "DetectPII",
+                                                                 "MergeDetections", "RouteImages", "BlurImages"))
+                and not any(tag in c.unique_name for tag in ("Dead letters", "Failed", ".bad", ".done"))]
+    assert len(carrying) >= 10
+    for collection in carrying:
+        assert sized_by_staged_coder(context.coders.get_by_id(collection.coder_id)), collection.unique_name
 
 
 def test_metrics_count_each_status_and_class(tmp_path, astronaut):

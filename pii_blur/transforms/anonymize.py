@@ -26,7 +26,7 @@ from apache_beam.utils import shared
 from pii_blur import progress
 from pii_blur.config import BlurConfig
 from pii_blur.transforms.detect import (DetectPII, MergeDetections, ProjectViews, ViewsModelHandler, merge_detections,
-                                       project_views, with_inference)
+                                       project_views)
 from pii_blur.transforms.elements import ViewedInput
 from pii_blur.transforms.read import ReadFn, ReadImages
 from pii_blur.transforms.reports import NAMESPACE
@@ -90,8 +90,7 @@ class _AllStepsFn(beam.DoFn):
         element = project_views(next(self.read.process(input_file)))
         for handler, model in self.models:
             if isinstance(element, ViewedInput):
-                [result] = handler.run_inference([element], model)
-                element = with_inference((None, result))
+                [element] = handler.run_inference([element], model)
         element = merge_detections(element, frozenset(self.config.classes))
         route = route_of(element)
         if route == UNTOUCHED:

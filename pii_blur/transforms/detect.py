@@ -40,7 +40,7 @@ def _without_beams_model_manager():
 
 
 with _without_beams_model_manager():
-    from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+    from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
 from pii_blur import anonymize
 from pii_blur.config import BlurConfig
@@ -74,12 +74,15 @@ class ProjectViews(beam.PTransform):
         return staged | "Project" >> beam.Map(project_views).with_output_types(Staged)
 
 
-class ViewsModelHandler(ModelHandler[ViewedInput, Any, Detector]):
+# RunInference's keyed elements (the key is a constant; see _keyed).
+KEYED = beam.typehints.Tuple[int, Staged]
+
+
+class ViewsModelHandler(ModelHandler[Staged, Staged, Detector]):
     """RunInference's hooks for a registered detector, one image's views per example.
 
-    Each result is a PredictionResult of the example and (the detector's
-    threshold, its detections per view), or of the error message where
-    detection failed for that image alone.
+    Each result is the example with what this detector found, or its
+    `failed` report where detection failed for that image alone.
     backend: registered detector name; config: its DetectorConfig.
     share_across_processes: one model per machine (Beam serves it from a
     separate process), for a single GPU.
@@ -101,20 +104,26 @@ class ViewsModelHandler(ModelHandler[ViewedInput, Any, Detector]):
         gc.freeze()
         return detector
 
-    def run_inference(self, batch: Sequence[ViewedInput], model: Detector,
-                      inference_args: Optional[dict[str, Any]] = None) -> Iterable[Any]:
+    def run_inference(self, batch: Sequence[Staged], model: Detector,
+                      inference_args: Optional[dict[str, Any]] = None) -> Iterable[Staged]:
+        """Each ViewedInput with (threshold, detections per view) appended to its found_by, or the
+        `failed` report of an image whose detection raised; reports pass through. (KeyedModelHandler
+        takes any result, so the elements stay Staged and StagedCoder sizes them.)"""
         results = []
         for viewed in batch:
             if isinstance(viewed, FileReport):   # an input that an earlier step ended passes through
-                results.append(PredictionResult(viewed, None, model_id=self.backend))
+                results.append(viewed)
                 continue
+            decoded = viewed.decoded
             started = time.perf_counter()
             try:
-                inference = (model.threshold, anonymize.detect_views(model, viewed.views))
+                viewed.found_by.append((model.threshold, anonymize.detect_views(model, viewed.views)))
+                result = viewed
             except Exception as error:  # noqa: BLE001 - one image's failure is its own report line
-                inference = f"detection failed: {describe(error)}"
-            results.append(PredictionResult(viewed, inference, model_id=self.backend))
-            viewed.decoded.timings["detect"] = viewed.decoded.timings.get("detect", 0.0) + time.perf_counter() - started
+                result = failed(decoded.input, f"detection failed: {describe(error)}", size_bytes=len(decoded.data),
+                                timings=decoded.timings)
+            decoded.timings["detect"] = decoded.timings.get("detect", 0.0) + time.perf_counter() - started
+            results.append(result)
         return results
 
     def get_num_bytes(self, batch: Sequence[ViewedInput]) -> int:
@@ -132,16 +141,8 @@ class ViewsModelHandler(ModelHandler[ViewedInput, Any, Detector]):
         return self._share
 
 
-def with_inference(keyed_result) -> Any:
-    _key, result = keyed_result
-    viewed: ViewedInput = result.example
-    if isinstance(viewed, FileReport):
-        return viewed
-    if isinstance(result.inference, str):
-        decoded = viewed.decoded
-        return failed(decoded.input, result.inference, size_bytes=len(decoded.data), timings=decoded.timings)
-    viewed.found_by.append(result.inference)
-    return viewed
+def _unkeyed(keyed: tuple[int, Staged]) -> Staged:
+    return keyed[1]
 
 
 def _dead_letters(dead_letter) -> Iterable[FileReport]:
@@ -152,7 +153,7 @@ def _dead_letters(dead_letter) -> Iterable[FileReport]:
         yield failed(viewed.decoded.input, f"detection failed: {error_repr}", size_bytes=len(viewed.decoded.data))
 
 
-def _keyed(viewed) -> tuple[int, Staged]:
+def _keyed(viewed: Staged) -> tuple[int, Staged]:
     """RunInference's keyed form. The key is not used (the example carries its input), and a
     URL would not do: a file name that is not UTF-8 cannot pass Beam's string coder."""
     return 0, viewed
@@ -185,10 +186,14 @@ class DetectPII(beam.PTransform):
             handler = ViewsModelHandler(backend, self.config.detector_config(), self.config.threads,
                                         share_across_processes=self.share_across_processes)
             inference = RunInference(KeyedModelHandler(handler)).with_exception_handling()
-            results, dead = current | f"Keyed {backend}" >> beam.Map(_keyed) | f"Detect {backend}" >> inference
+            keyed = current | f"Keyed {backend}" >> beam.Map(_keyed).with_output_types(KEYED)
+            results, dead = keyed | f"Detect {backend}" >> inference
+            # RunInference declares no output type, so Beam would size its sampled
+            # elements by pickling them whole (a panorama and its views, 100 MB).
+            results.element_type = KEYED
             failures.append(dead.failed_inferences
                             | f"Dead letters {backend}" >> beam.FlatMap(_dead_letters).with_output_types(FileReport))
-            current = results | f"Found by {backend}" >> beam.Map(with_inference).with_output_types(Staged)
+            current = results | f"Found by {backend}" >> beam.Map(_unkeyed).with_output_types(Staged)
         failed = failures | "Failed" >> beam.Flatten().with_output_types(FileReport)
         if self.separate_failures:
             return current, failed

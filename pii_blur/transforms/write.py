@@ -45,7 +45,9 @@ class RouteImages(beam.PTransform):
     as tagged outputs."""
 
     def expand(self, staged):
-        routes = staged | "Route" >> beam.ParDo(_RouteFn()).with_outputs(UNTOUCHED, DONE, main=FOUND)
+        # Typed, so that Beam sizes sampled images with StagedCoder rather than by pickling them.
+        route = beam.ParDo(_RouteFn()).with_output_types(Staged, **{UNTOUCHED: Staged, DONE: FileReport})
+        routes = staged | "Route" >> route.with_outputs(UNTOUCHED, DONE, main=FOUND)
         return {UNTOUCHED: routes[UNTOUCHED], FOUND: routes[FOUND], DONE: routes[DONE]}
 
 
