@@ -43,6 +43,7 @@ from PIL import Image
 
 from pii_blur import report_files, storage
 from pii_blur.models import centerface, ppocr_plate
+from pii_blur.models.base import precision_of
 from pii_blur.types import Detection, FileReport
 
 LOG = logging.getLogger(__name__)
@@ -64,10 +65,11 @@ _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
               8: Image.Transpose.ROTATE_90}
-# MIN_PERCENTAGE_PROBABILITY / 100 -> detector score threshold, per class.
-THRESHOLD_FOR: dict[str, Callable[[float], float]] = {
-    "face": centerface.threshold_for,
-    "plate": ppocr_plate.threshold_for,
+# (MIN_PERCENTAGE_PROBABILITY / 100, the run's --precision or None) -> detector score threshold, per class.
+THRESHOLD_FOR: dict[str, Callable[[float, Optional[str]], float]] = {
+    "face": lambda probability, precision: centerface.threshold_for(
+        probability, precision_of("onnx-centerface", precision)),
+    "plate": lambda probability, precision: ppocr_plate.threshold_for(probability),
 }
 
 Box = tuple[float, float, float, float]
@@ -186,15 +188,17 @@ def load_report(report_url: str) -> Report:
 # Near misses: the command that re-runs one file
 
 
-def rerun_threshold(label: str, score: float) -> Optional[int]:
+def rerun_threshold(label: str, score: float, precision: Optional[str] = None) -> Optional[int]:
     """Highest MIN_PERCENTAGE_PROBABILITY (1-100) at which a detection of
     `label` scoring `score` would be blurred; None if even 1 would not.
 
-    Unknown labels assume the score is the probability itself.
+    precision: the run's --precision (None: each model's default), which
+    sets CenterFace's threshold. Unknown labels assume the score is the
+    probability itself.
     """
-    to_threshold = THRESHOLD_FOR.get(label, lambda probability: probability)
+    to_threshold = THRESHOLD_FOR.get(label, lambda probability, _precision: probability)
     for percentage in range(100, 0, -1):
-        if to_threshold(percentage / 100) < score - SCORE_ROUNDING:
+        if to_threshold(percentage / 100, precision) < score - SCORE_ROUNDING:
             return percentage
     return None
 
@@ -397,7 +401,8 @@ def near_miss_card(entry: Entry, k: int, assets: Assets, threshold: Optional[int
                         f'{overlay([mark], p, "near")}</span>' for p in assets.crops[k])
     else:
         shots = f'<div class="error">{esc(assets.error)}</div>'
-    chosen = threshold if threshold is not None else rerun_threshold(mark.label, mark.score)
+    precision = dict(entry.settings).get("precision")
+    chosen = threshold if threshold is not None else rerun_threshold(mark.label, mark.score, precision)
     if entry.output and chosen is not None:
         command = (f'<div class="cmd"><code>{esc(rerun_command(entry, chosen))}</code>'
                    f'<button type="button" class="copy">Copy</button></div>')

@@ -278,20 +278,23 @@ def test_rerun_command_keeps_the_runs_models_classes_and_projection():
                                               "--projection", "equirectangular"]
 
 
-@pytest.mark.parametrize("label, score, expected", [
-    ("face", 0.15, 29),     # CenterFace: threshold 0.5 * N / 100 must fall below 0.15
-    ("face", 0.1999, 39),
-    ("face", 0.004, None),  # even N = 1 (threshold 0.005) does not reach it
-    ("plate", 0.45, 26),    # PP-OCR: 0.35 + 0.375 * N / 100 < 0.45
-    ("plate", 0.3, None),
-    ("bicycle", 0.25, 24),  # unknown class: the score is the probability
+@pytest.mark.parametrize("label, score, precision, expected", [
+    ("face", 0.15, "fp32", 29),   # CenterFace fp32: threshold 0.5 * N / 100 must fall below 0.15
+    ("face", 0.1999, "fp32", 39),
+    ("face", 0.15, None, 35),     # int8 by default: 0.85 * 0.5 * N / 100 < 0.15
+    ("face", 0.15, "int8", 35),
+    ("face", 0.004, "fp32", None),  # even N = 1 (threshold 0.005) does not reach it
+    ("plate", 0.45, None, 26),    # PP-OCR: 0.35 + 0.375 * N / 100 < 0.45
+    ("plate", 0.3, "fp32", None),
+    ("bicycle", 0.25, None, 24),  # unknown class: the score is the probability
 ])
-def test_rerun_threshold_blurs_the_near_miss(label, score, expected):
-    chosen = review.rerun_threshold(label, score)
+def test_rerun_threshold_blurs_the_near_miss(label, score, precision, expected):
+    chosen = review.rerun_threshold(label, score, precision)
     assert chosen == expected
     if chosen is not None and label in review.THRESHOLD_FOR:
-        assert review.THRESHOLD_FOR[label](chosen / 100) < score
-        assert chosen == 100 or review.THRESHOLD_FOR[label]((chosen + 1) / 100) >= score - review.SCORE_ROUNDING
+        to_threshold = review.THRESHOLD_FOR[label]
+        assert to_threshold(chosen / 100, precision) < score
+        assert chosen == 100 or to_threshold((chosen + 1) / 100, precision) >= score - review.SCORE_ROUNDING
 
 
 def test_near_miss_commands_on_the_page(run_folder):
@@ -299,7 +302,8 @@ def test_near_miss_commands_on_the_page(run_folder):
     text = read(review.build_review(report, str(out)))
     commands = [html.unescape(c) for c in re.findall(r"<code>(pii-blur .*?)</code>", text, re.S)]
     astro_out = str(out.parent / "out" / "a.jpg")
-    assert shlex.split(commands[0])[:4] == ["pii-blur", "file:///in/a.jpg", os.path.dirname(astro_out), "29"]
+    # The run chose no --precision: int8 CenterFace, 0.85 * 0.5 * N / 100 must fall below the 0.15 near miss.
+    assert shlex.split(commands[0])[:4] == ["pii-blur", "file:///in/a.jpg", os.path.dirname(astro_out), "35"]
     assert len(commands) == 1  # the copied street's plate (0.3) cannot be reached by any threshold
     assert "blur it by hand" in text
     fixed = read(review.build_review(report, str(out), near_miss_rerun_threshold=5))
