@@ -15,6 +15,8 @@ from conftest import add_metadata, jpeg_bytes, render_car_with_plate
 from test_sphere import PANO_H, PANO_W, astronaut_pano
 from pii_blur import anonymize, imageio, pipeline, sphere
 from pii_blur.config import BlurConfig
+from pii_blur.models.base import Detector
+from pii_blur.types import Detection
 
 
 def run(source, output, projection):
@@ -89,6 +91,37 @@ def test_panoramas_are_searched_at_no_less_than_native_resolution(width, band_px
     for view in rings:   # at their centre
         assert math.radians(1) * view.focal_px >= search.ring_resolution * band_px_per_deg * 0.99
     assert sphere.coverage_margin_deg(views) >= 10.0
+
+
+class _SeesWholeViews(Detector):
+    """Finds one object filling the top-left quarter of each image it is given; records their sizes."""
+
+    def __init__(self, labels):
+        self.labels = labels
+        self.sizes = []
+
+    def detect(self, images_rgb, rescale=True):
+        self.sizes = [image.shape[:2] for image in images_rgb]
+        return [[Detection(self.labels[0], 0.9, (0.0, 0.0, w / 2, h / 2))] for h, w in self.sizes]
+
+
+def test_plates_are_searched_at_the_poles_at_the_plate_resolution_and_faces_at_the_band_resolution():
+    search = anonymize.PanoSearch()
+    plan = anonymize.pano_views(5760, 2880, search)
+    views = anonymize.Views("equirectangular", [np.zeros((v.height, v.width, 3), np.uint8) for v in plan], tuple(plan))
+    polar = [abs(view.pitch_deg) > anonymize.POLAR_PITCH_DEG for view in plan]
+    assert 0 < sum(polar) < len(plan)
+    for labels, polar_px_per_deg in ((("plate",), search.polar_plate_px_per_deg), (("face",), 16.0)):
+        detector = _SeesWholeViews(labels)
+        found = anonymize.detect_views(detector, views, search)
+        for view, size, per_view, is_polar in zip(plan, detector.sizes, found, polar):
+            seen_px_per_deg = math.radians(view.focal_px) * size[1] / view.width
+            if is_polar:
+                assert seen_px_per_deg == pytest.approx(polar_px_per_deg, rel=0.01)
+            else:
+                assert size == (view.height, view.width)
+            # boxes come back in the view's own pixels
+            assert per_view[0].box == pytest.approx((0, 0, view.width / 2, view.height / 2), abs=1)
 
 
 def test_a_plate_far_below_the_horizon_is_found_and_blurred(plate_detector, monkeypatch):
