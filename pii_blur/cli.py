@@ -95,11 +95,11 @@ def make_parser() -> argparse.ArgumentParser:
                              "to local folder DIR (default: off; DIR defaults to ./pii-blur-review). "
                              "Also: pii-blur review REPORT DIR")
     parser.add_argument("--workers", type=int, default=cores,
-                        help=f"local worker processes (threads of one process with "
-                             f"--direct_running_mode=multi_threading), and Dask LocalCluster workers "
-                             f"(default: number of cores, here {cores})")
+                        help=f"local workers: threads of one process up to {runners.THREADS_UP_TO}, "
+                             f"processes beyond (--direct_running_mode chooses), and Dask LocalCluster "
+                             f"workers (default: number of cores, here {cores})")
     parser.add_argument("--threads", type=int, default=1,
-                        help="model threads per worker process (default: 1, so that --workers processes "
+                        help="model threads per worker (default: 1, so that --workers workers "
                              "keep that many cores busy without oversubscribing them; raise it when there "
                              "are fewer workers than cores, e.g. one worker per GPU)")
     parser.add_argument("-v", "--verbose", action="store_true",

@@ -21,12 +21,22 @@ def test_defaults_and_local_runner(tmp_path):
     beam_args = runner.beam_args
     assert args.config.classes == ("face", "plate") and args.config.min_probability == 0.4
     assert args.report == str(tmp_path / "out") + "/pii-blur-report.jsonl"
-    assert beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"]
+    assert beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=multi_threading"]
     assert "--direct_num_workers=2" in beam_args
     assert args.config.threads == 1 and args.config.progress_dir is None   # the progress folder is made by run()
     assert runner.is_local
     args, _ = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", "1", "--threads", "2"])
     assert args.config.threads == 2
+
+
+@pytest.mark.parametrize("workers, mode", [(1, "in_memory"), (2, "multi_threading"), (4, "multi_threading"),
+                                           (5, "multi_processing"), (16, "multi_processing")])
+def test_local_workers_are_threads_for_a_few_and_processes_for_many(tmp_path, workers, mode):
+    _, runner = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", str(workers)])
+    assert runner.beam_args[:2] == ["--runner=FnApiRunner", f"--direct_running_mode={mode}"]
+    _, runner = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", str(workers),
+                                "--direct_running_mode=multi_processing"])
+    assert runner.beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"]
 
 
 def test_direct_runner_is_made_offline_and_other_runners_pass_through(tmp_path):
