@@ -27,6 +27,30 @@ EMBEDDED_PICTURE_TAGS = ("EXIF:ThumbnailImage", "EXIF:PreviewImage", "EXIF:JpgFr
                          "XMP-xmp:Thumbnails", "XMP-GImage:all", "XMP-GDepth:all", "XMP-GCamera:all")
 
 
+# PNG chunks that carry nothing of COPIED_GROUPS (EXIF is eXIf or a zTXt/tEXt
+# raw profile, XMP an iTXt, ICC an iCCP): a PNG made only of these has
+# nothing for exiftool to copy.
+PNG_CHUNKS_WITHOUT_METADATA = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT",
+                               b"bKGD", b"pHYs", b"tIME", b"hIST", b"sPLT"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def nothing_to_copy(source_bytes: bytes, extension: str) -> bool:
+    """True only for a well-formed PNG whose chunks all carry no copied metadata."""
+    if extension != ".png" or not source_bytes.startswith(PNG_SIGNATURE):
+        return False
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(source_bytes):
+        length = int.from_bytes(source_bytes[offset:offset + 4], "big")
+        kind = source_bytes[offset + 4:offset + 8]
+        if kind not in PNG_CHUNKS_WITHOUT_METADATA:
+            return False
+        if kind == b"IEND":
+            return True
+        offset += 12 + length
+    return False
+
+
 class MetadataError(RuntimeError):
     """exiftool could not copy the metadata; the output must not be published."""
 
@@ -91,6 +115,8 @@ class MetadataWriter:
         Raises:
             MetadataError: exiftool failed.
         """
+        if nothing_to_copy(source_bytes, extension):   # a plain PNG: no exiftool round trip (65 ms)
+            return target_bytes
         with tempfile.TemporaryDirectory(prefix="pii-blur-meta-") as folder:
             source = os.path.join(folder, "source" + extension)
             target = os.path.join(folder, "target" + extension)

@@ -5,7 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy
 from pii_blur import anonymize, imageio, metadata, pictures
@@ -78,6 +78,29 @@ def test_png_metadata_survives(tmp_path, astronaut):
     after = exif_fields(target)
     assert after["XMP-GPano:ProjectionType"] == "equirectangular"
     assert after["GPS:GPSLatitudeRef"] == "South"
+
+
+@pytest.mark.parametrize("written, copied", [
+    ([], False),                                          # pixels only: nothing for exiftool to copy
+    (["-XMP-dc:Title=street"], True),                     # iTXt XMP
+    (["-GPSLatitude=10.5", "-GPSLatitudeRef=S"], True),   # eXIf
+    ("icc", True),                                        # iCCP
+])
+def test_only_a_png_without_copied_metadata_skips_exiftool(tmp_path, astronaut, written, copied):
+    source = tmp_path / "astronaut.png"
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() if written == "icc" else None
+    Image.fromarray(astronaut[:64, :64]).save(source, icc_profile=profile)
+    written = [] if written == "icc" else written
+    if written:
+        subprocess.run(["exiftool", "-q", "-q", "-overwrite_original", *written, str(source)], check=True)
+    assert metadata.nothing_to_copy(source.read_bytes(), ".png") == (not copied)
+    target = io.BytesIO()
+    Image.fromarray(astronaut[:64, :64] // 2).save(target, "PNG")
+    with MetadataWriter() as writer:
+        restored = writer.restore(source.read_bytes(), target.getvalue(), ".png", None)
+    assert (restored == target.getvalue()) == (not copied)
+    assert not metadata.nothing_to_copy(b"\x89PNG\r\n\x1a\n" + b"\0\0\0\x0dIHDR", ".png")   # truncated
+    assert not metadata.nothing_to_copy(source.read_bytes(), ".tif")
 
 
 def test_every_picture_tag_named_is_one_exiftool_knows():
