@@ -7,7 +7,7 @@ import pytest
 import skimage.data
 
 from conftest import ASTRONAUT_FACE_BOX, render_car_with_plate
-from pii_blur.models import DetectorConfig, available_detectors, create_detector
+from pii_blur.models import DetectorConfig, available_detectors, create_detector, ppocr_plate
 
 
 def above_threshold(detector, image):
@@ -110,6 +110,21 @@ def test_vendored_centerface_is_dynamic_with_constant_weights():
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["N", 3, "H", "W"]
     assert derive(shipped) == shipped
+
+
+def test_the_recogniser_reads_crops_of_similar_width_together(plate_detector, monkeypatch):
+    """A long text line must not pad the short plate crops to its width: one batch per width group."""
+    car = render_car_with_plate("KT52 XRW")
+    plate = np.array([[290, 300], [430, 300], [430, 340], [290, 340]], np.float32)
+    long_line = np.array([[10, 10], [710, 10], [710, 40], [10, 40]], np.float32)   # 1120 px at height 48: capped
+    reader = plate_detector.reader
+    widths = []
+    run = reader.session.run
+    monkeypatch.setattr(reader.session, "run", lambda names, feed: widths.append(feed[reader.input_name].shape[3])
+                        or run(names, feed), raising=False)
+    texts = reader.read(car, [plate, long_line, plate])
+    assert texts[0] == texts[2] and texts[0].replace(" ", "") == "KT52XRW"
+    assert sorted(widths) == [168, ppocr_plate.REC_MAX_WIDTH]   # the plates at their own 140 * 48 / 40 px
 
 
 def test_vendored_plate_detector_is_folded():

@@ -46,6 +46,8 @@ PAD_X, PAD_Y = 0.12, 0.35
 # The recogniser must read at least this many Latin letters or digits.
 MIN_ALNUM = 3
 REC_HEIGHT, REC_MAX_WIDTH = 48, 480
+# The recogniser reads crops up to this many times the narrowest of their batch wide.
+REC_WIDTH_SPREAD = 1.5
 
 
 def threshold_for(min_probability: float) -> float:
@@ -186,18 +188,28 @@ class TextReader:
         self.alphabet = np.array(["", *characters, " "], dtype=object)
 
     def read(self, image_rgb: np.ndarray, quads: list[np.ndarray]) -> list[str]:
-        """Text in each quad (4x2 corner points in image pixels), one batch per call."""
-        if not quads:
-            return []
+        """Text in each quad (4x2 corner points in image pixels).
+
+        Crops of similar width share a session.run (widths within
+        REC_WIDTH_SPREAD of the narrowest), so a few long text lines do not
+        pad every short one to their width.
+        """
         crops = [upright_crop(image_rgb, quad) for quad in quads]
-        width = min(REC_MAX_WIDTH, max(round_up(REC_HEIGHT * c.shape[1] / c.shape[0], 8) for c in crops))
-        batch = np.zeros((len(crops), 3, REC_HEIGHT, width), np.float32)
-        for index, crop in enumerate(crops):
-            crop_w = min(width, max(1, int(np.ceil(REC_HEIGHT * crop.shape[1] / crop.shape[0]))))
-            resized = cv2.resize(crop[:, :, ::-1], (crop_w, REC_HEIGHT)).astype(np.float32)
-            batch[index, :, :, :crop_w] = (resized / 127.5 - 1.0).transpose(2, 0, 1)
-        classes = self.session.run(None, {self.input_name: batch})[0].argmax(axis=2)
-        return [self._ctc_decode(row) for row in classes]
+        widths = [min(REC_MAX_WIDTH, max(1, int(np.ceil(REC_HEIGHT * c.shape[1] / c.shape[0])))) for c in crops]
+        texts = [""] * len(crops)
+        order = sorted(range(len(crops)), key=widths.__getitem__)
+        while order:
+            narrowest = widths[order[0]]
+            group = [i for i in order if widths[i] <= REC_WIDTH_SPREAD * narrowest]
+            order = order[len(group):]
+            batch = np.zeros((len(group), 3, REC_HEIGHT, round_up(widths[group[-1]], 8)), np.float32)
+            for row, index in enumerate(group):
+                resized = cv2.resize(crops[index][:, :, ::-1], (widths[index], REC_HEIGHT)).astype(np.float32)
+                batch[row, :, :, :widths[index]] = (resized / 127.5 - 1.0).transpose(2, 0, 1)
+            classes = self.session.run(None, {self.input_name: batch})[0].argmax(axis=2)
+            for row, index in enumerate(group):
+                texts[index] = self._ctc_decode(classes[row])
+        return texts
 
     def _ctc_decode(self, classes: np.ndarray) -> str:
         """Greedy CTC: merge repeats, drop blanks."""
