@@ -174,14 +174,17 @@ def test_unknown_precision_lists_the_valid_ones():
         create_detector("onnx-centerface", DetectorConfig(precision="fp16"))
 
 
-def test_same_size_images_share_a_batch_with_unchanged_results(face_detector, plate_detector, astronaut):
-    from pii_blur.models.base import same_size_batches
+def test_same_size_images_share_a_batch_with_unchanged_results(face_detector, plate_detector, astronaut, monkeypatch):
+    from pii_blur.models.base import BATCH_PIXELS, same_size_batches
+
+    assert face_detector.batch_pixels == plate_detector.batch_pixels == BATCH_PIXELS["cpu"] == 1
 
     assert same_size_batches([(32, 32), (64, 32), (32, 32)], max_pixels=4096) == [[0, 2], [1]]
     assert same_size_batches([(32, 32)] * 3, max_pixels=2048) == [[0, 1], [2]]
     car = render_car_with_plate()
     views = [astronaut, astronaut[:, ::-1].copy(), cv2.resize(car, (512, 512))]
     for detector in (face_detector, plate_detector):
+        monkeypatch.setattr(detector, "batch_pixels", BATCH_PIXELS["cuda"])   # batched as on a GPU
         together = detector.detect(views, rescale=False)
         alone = [detector.detect([view], rescale=False)[0] for view in views]
         for a, b in zip(together, alone):

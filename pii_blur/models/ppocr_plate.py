@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 from pii_blur.geometry import nms
-from pii_blur.models.base import Detector, DetectorConfig, onnx_session, register, round_up, same_size_batches
+from pii_blur.models.base import (BATCH_PIXELS, Detector, DetectorConfig, onnx_session, register, round_up,
+                                  same_size_batches)
 from pii_blur.models.weights import read_vendored, weights_for
 from pii_blur.types import Detection
 
@@ -72,15 +73,16 @@ class PlateDetector(Detector):
         self.session = onnx_session(read_vendored(weights_for("ppocrv4_det_folded.onnx", self.precision)),
                                     config.threads)
         self.input_name = self.session.get_inputs()[0].name
+        self.batch_pixels = BATCH_PIXELS[config.device]
         self.reader = TextReader(config.threads)
 
     def detect(self, images_rgb: Sequence[np.ndarray], rescale: bool = True) -> list[list[Detection]]:
         """rescale: upscale small images (see network_size); False runs at the
         given resolution, for callers that choose it (panorama views). Images
-        of one network size (e.g. panorama views) share a session.run."""
+        of one network size (e.g. panorama views) share a session.run on a GPU (BATCH_PIXELS)."""
         found: list[list[Detection]] = [[] for _ in images_rgb]
         sizes = [network_size(image.shape[:2], rescale) for image in images_rgb]
-        for batch in same_size_batches(sizes):
+        for batch in same_size_batches(sizes, self.batch_pixels):
             blobs = [preprocess(images_rgb[index], rescale) for index in batch]
             blob = blobs[0] if len(blobs) == 1 else np.concatenate(blobs)
             probabilities = self.session.run(None, {self.input_name: blob})[0]
