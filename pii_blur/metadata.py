@@ -19,6 +19,8 @@ from unittest import mock
 
 import exiftool
 
+from pii_blur import pictures
+
 # Metadata groups copied from the source (exiftool group names).
 COPIED_GROUPS = ("EXIF:all", "XMP:all", "IPTC:all", "ICC_Profile")
 # Tags inside those groups that hold pictures of the scene, by exiftool's own
@@ -32,23 +34,17 @@ EMBEDDED_PICTURE_TAGS = ("EXIF:ThumbnailImage", "EXIF:PreviewImage", "EXIF:JpgFr
 # nothing for exiftool to copy.
 PNG_CHUNKS_WITHOUT_METADATA = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT",
                                b"bKGD", b"pHYs", b"tIME", b"hIST", b"sPLT"}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def nothing_to_copy(source_bytes: bytes, extension: str) -> bool:
     """True only for a well-formed PNG whose chunks all carry no copied metadata."""
-    if extension != ".png" or not source_bytes.startswith(PNG_SIGNATURE):
+    if extension != ".png" or pictures.container_of(source_bytes) != "png":
         return False
-    offset = len(PNG_SIGNATURE)
-    while offset + 8 <= len(source_bytes):
-        length = int.from_bytes(source_bytes[offset:offset + 4], "big")
-        kind = source_bytes[offset + 4:offset + 8]
-        if kind not in PNG_CHUNKS_WITHOUT_METADATA:
-            return False
-        if kind == b"IEND":
-            return True
-        offset += 12 + length
-    return False
+    try:
+        kinds = [kind for kind, _payload, _start, _end in pictures.png_chunks(source_bytes)]
+    except pictures.PictureError:   # a chunk runs past the end
+        return False
+    return kinds[-1:] == [b"IEND"] and set(kinds) <= PNG_CHUNKS_WITHOUT_METADATA
 
 
 class MetadataError(RuntimeError):

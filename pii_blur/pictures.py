@@ -231,7 +231,7 @@ def _kept_segment(marker: int, body: bytes) -> bool:
     return body.startswith(_KEPT_JPEG_APPS.get(marker, ()))
 
 
-def _png_chunks(data: bytes):
+def png_chunks(data: bytes):
     """(type, payload, start, end) of each chunk of a PNG."""
     pos = 8
     while pos + 12 <= len(data):
@@ -331,7 +331,7 @@ def find(data: bytes) -> list[EmbeddedPicture]:
                 found += scan(body, _segment_name(seg.marker, body))
         found += scan(data[layout.eoi_end:], "after the image")
     elif container == "png":
-        for kind, payload, _, _ in _png_chunks(data):
+        for kind, payload, _, _ in png_chunks(data):
             if kind not in _PNG_IMAGE_CHUNKS:
                 found += scan(_png_text(kind, payload)[0], f"PNG {kind.decode('latin-1')}")
     elif container == "webp":
@@ -427,7 +427,7 @@ def _clean_jpeg(data: bytes, thumbnail_jpeg: Optional[bytes]) -> tuple[bytes, li
 def _clean_png(data: bytes) -> tuple[bytes, list[str]]:
     actions: list[str] = []
     parts = [data[:8]]
-    for kind, payload, start, end in _png_chunks(data):
+    for kind, payload, start, end in png_chunks(data):
         name = f"PNG {kind.decode('latin-1')}"
         if kind in _PNG_IMAGE_CHUNKS:
             parts.append(data[start:end])
