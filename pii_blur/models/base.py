@@ -11,7 +11,7 @@ import abc
 import contextlib
 import contextvars
 import dataclasses
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -253,6 +253,21 @@ def same_size_batches(sizes: Sequence[tuple[int, int]], max_pixels: int) -> list
             batches.append([])
         batches[-1].append(index)
     return [batch for batches in groups.values() for batch in batches]
+
+
+def run_in_batches(session, images_rgb: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]],
+                   preprocess: Callable[[np.ndarray], np.ndarray], max_pixels: int) -> Iterator[tuple[int, list]]:
+    """(index, that image's row of every output) of an ONNX session over `images_rgb`.
+
+    sizes: each image's network input (height, width); preprocess: an image's
+    1xCxHxW blob. Same-size images share a session.run (same_size_batches).
+    """
+    input_name = session.get_inputs()[0].name
+    for batch in same_size_batches(sizes, max_pixels):
+        blobs = [preprocess(images_rgb[index]) for index in batch]
+        outputs = session.run(None, {input_name: blobs[0] if len(blobs) == 1 else np.concatenate(blobs)})
+        for row, index in enumerate(batch):
+            yield index, [output[row] for output in outputs]
 
 
 def round_up(value: float, multiple: int) -> int:

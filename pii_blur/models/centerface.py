@@ -15,7 +15,7 @@ import numpy as np
 
 from pii_blur.geometry import nms
 from pii_blur.models.base import (BATCH_PIXELS, Detector, DetectorConfig, onnx_session, register, round_up,
-                                  same_size_batches)
+                                  run_in_batches)
 from pii_blur.models.weights import read_vendored, weights_for
 from pii_blur.types import Detection
 
@@ -65,7 +65,6 @@ class CenterFace(Detector):
         self.threshold = threshold_for(config.min_probability, self.precision)
         self.session = onnx_session(read_vendored(weights_for("centerface_dynamic.onnx", self.precision)),
                                     config.threads)
-        self.input_name = self.session.get_inputs()[0].name
         self.batch_pixels = BATCH_PIXELS[config.device]
 
     def detect(self, images_rgb: Sequence[np.ndarray], rescale: bool = True) -> list[list[Detection]]:
@@ -75,12 +74,9 @@ class CenterFace(Detector):
         (BATCH_PIXELS)."""
         found: list[list[Detection]] = [[] for _ in images_rgb]
         sizes = [network_size(image.shape[:2], rescale) for image in images_rgb]
-        for batch in same_size_batches(sizes, self.batch_pixels):
-            blobs = [preprocess(images_rgb[index], rescale) for index in batch]
-            blob = blobs[0] if len(blobs) == 1 else np.concatenate(blobs)
-            outputs = self.session.run(None, {self.input_name: blob})
-            for row, index in enumerate(batch):
-                found[index] = self._decode(images_rgb[index].shape[:2], sizes[index], [out[row] for out in outputs])
+        for index, outputs in run_in_batches(self.session, images_rgb, sizes,
+                                             lambda image: preprocess(image, rescale), self.batch_pixels):
+            found[index] = self._decode(images_rgb[index].shape[:2], sizes[index], outputs)
         return found
 
     def _decode(self, image_size, net_size, outputs) -> list[Detection]:

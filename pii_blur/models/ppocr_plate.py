@@ -23,7 +23,7 @@ import numpy as np
 
 from pii_blur.geometry import nms
 from pii_blur.models.base import (BATCH_PIXELS, Detector, DetectorConfig, onnx_session, register, round_up,
-                                  same_size_batches)
+                                  run_in_batches)
 from pii_blur.models.weights import read_vendored, weights_for
 from pii_blur.types import Detection
 
@@ -72,7 +72,6 @@ class PlateDetector(Detector):
         self.precision = config.precision_of("onnx-ppocr-plate")
         self.session = onnx_session(read_vendored(weights_for("ppocrv4_det_folded.onnx", self.precision)),
                                     config.threads)
-        self.input_name = self.session.get_inputs()[0].name
         self.batch_pixels = BATCH_PIXELS[config.device]
         self.reader = TextReader(config.threads)
 
@@ -82,12 +81,9 @@ class PlateDetector(Detector):
         of one network size (e.g. panorama views) share a session.run on a GPU (BATCH_PIXELS)."""
         found: list[list[Detection]] = [[] for _ in images_rgb]
         sizes = [network_size(image.shape[:2], rescale) for image in images_rgb]
-        for batch in same_size_batches(sizes, self.batch_pixels):
-            blobs = [preprocess(images_rgb[index], rescale) for index in batch]
-            blob = blobs[0] if len(blobs) == 1 else np.concatenate(blobs)
-            probabilities = self.session.run(None, {self.input_name: blob})[0]
-            for row, index in enumerate(batch):
-                found[index] = self._plates(images_rgb[index], probabilities[row, 0])
+        for index, (probability,) in run_in_batches(self.session, images_rgb, sizes,
+                                                    lambda image: preprocess(image, rescale), self.batch_pixels):
+            found[index] = self._plates(images_rgb[index], probability[0])
         return found
 
     def _plates(self, image_rgb: np.ndarray, probability: np.ndarray) -> list[Detection]:
