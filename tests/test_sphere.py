@@ -115,10 +115,17 @@ def test_plan_views_rejects_unknown_layout():
         sphere.plan_views(2048, 1024, layout="nope")
 
 
+def smooth_noise_panorama(seed: int) -> np.ndarray:
+    """PANO_H x PANO_W x 3 uint8 smooth noise that is continuous across the seam, as a real panorama is."""
+    coarse = np.random.default_rng(seed).integers(0, 255, (16, 32, 3), dtype=np.uint8)
+    wrapped = cv2.copyMakeBorder(coarse, 0, 0, 2, 2, cv2.BORDER_WRAP)   # 2 coarse columns each side
+    step = PANO_W // 32
+    wide = cv2.resize(wrapped, (PANO_W + 4 * step, PANO_H), interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(wide[:, 2 * step:2 * step + PANO_W])
+
+
 def test_render_view_is_continuous_across_the_seam():
-    rng = np.random.default_rng(1)
-    pano = cv2.resize(rng.integers(0, 255, (16, 32, 3), dtype=np.uint8), (PANO_W, PANO_H),
-                      interpolation=cv2.INTER_CUBIC)
+    pano = smooth_noise_panorama(1)
     view_at_seam = sphere.perspective_view(180.0, 10.0, 60.0, PANO_W)
     view_at_centre = sphere.perspective_view(0.0, 10.0, 60.0, PANO_W)
     rolled = np.roll(pano, PANO_W // 2, axis=1)  # the seam moves to the centre
@@ -409,3 +416,19 @@ def test_footprints_mapped_view_by_view_match_each_one_mapped_alone():
     for detection in alone:
         one_by_one = sphere.blur_on_sphere(one_by_one, [detection])
     assert np.array_equal(blurred, one_by_one)
+
+
+@pytest.mark.parametrize("yaw, pitch", [(0.0, 72.0), (-135.0, -72.0), (178.0, 10.0), (90.0, 89.0)])
+def test_perspective_maps_match_the_unit_direction_projection(yaw, pitch):
+    """The float32 un-normalised rays of _float_maps against the float64 unit directions,
+    across the seam and over a pole, within the 1/32 px the fixed-point maps resolve."""
+    view = sphere.perspective_view(yaw, pitch, 80.0, 5760, 64.0)
+    u = np.arange(view.width, dtype=np.float64) + 0.5
+    v = np.arange(view.height, dtype=np.float64) + 0.5
+    x, y = sphere.direction_to_equirect_pixel(sphere.view_pixel_to_direction(view, u[None, :], v[:, None]),
+                                              5760, 2880)
+    expected_x, expected_y = sphere._to_index_maps(x, y, 5760, 2880)
+    map_x, map_y = sphere._float_maps(5760, 2880, view)
+    along_x = np.abs(map_x - expected_x)
+    assert np.minimum(along_x, 5760 - along_x).max() < 1 / 32
+    assert np.abs(map_y - expected_y).max() < 1 / 32
