@@ -71,6 +71,8 @@ _PICTURE_MAGIC = re.compile(
 # Runs of base64 long enough to hold a picture (the smallest JPEG is about 125 bytes).
 _BASE64_RUN = re.compile(rb"(?:[A-Za-z0-9+/]\s*){96,}=*")
 _MAX_INFLATED = 64 << 20   # bytes a compressed PNG text chunk may inflate to before it counts as a bomb
+_APP1_EXIF_HEADER = len(b"Exif\x00\x00")   # bytes before the TIFF structure in a JPEG's EXIF segment
+_MAX_PNG_PAYLOAD = (1 << 31) - 1   # bytes a PNG chunk may hold
 
 
 class PictureError(Exception):
@@ -246,7 +248,8 @@ def png_chunks(data: bytes):
             return
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """A PNG chunk: length, type, payload, CRC."""
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
@@ -363,7 +366,7 @@ def clean(data: bytes, thumbnail_jpeg: Optional[bytes]) -> tuple[bytes, list[str
     """`data` with only allow-listed metadata and no embedded picture but `thumbnail_jpeg`.
 
     thumbnail_jpeg: the new EXIF thumbnail (a small JPEG of the output's own
-        pixels), put where a JPEG's EXIF thumbnail was; None removes it. No
+        pixels), put where a JPEG's or PNG's EXIF thumbnail was; None removes it. No
         thumbnail is added to a file that had none.
     Returns (new bytes, what was removed or replaced, one phrase each). The
     image data itself is never touched. TIFF is only checked: its metadata is
@@ -376,7 +379,7 @@ def clean(data: bytes, thumbnail_jpeg: Optional[bytes]) -> tuple[bytes, list[str
     if container == "jpeg":
         return _clean_jpeg(data, thumbnail_jpeg)
     if container == "png":
-        return _clean_png(data)
+        return _clean_png(data, thumbnail_jpeg)
     if container == "webp":
         return _clean_webp(data)
     if container == "tiff":
@@ -405,7 +408,8 @@ def _clean_jpeg(data: bytes, thumbnail_jpeg: Optional[bytes]) -> tuple[bytes, li
             continue
         keep = None
         if body.startswith(_EXIF_ID):
-            body, keep, action = _replace_exif_thumbnail(body, thumbnail_jpeg)
+            body, keep, action = _replace_exif_thumbnail(body, thumbnail_jpeg, _APP1_EXIF_HEADER,
+                                                         markers.MAX_SEGMENT_PAYLOAD)
             actions += [action] if action else []
         elif body.startswith((b"JFIF\x00", b"JFXX\x00")):
             body, action = _blank_jfif_thumbnail(body)
@@ -413,7 +417,7 @@ def _clean_jpeg(data: bytes, thumbnail_jpeg: Optional[bytes]) -> tuple[bytes, li
         elif body.startswith(_XMP_ID):
             body, count = _XMP_THUMBNAILS.subn(lambda m: b" " * len(m.group(0)), body)
             actions += [f"XMP thumbnails blanked ({count})"] if count else []
-        pictures = [p for p in scan(body, name) if keep is None or not keep[0] <= p.span[0] < keep[1]]
+        pictures = _scan_except(body, name, keep)
         if pictures:
             body = _blank(body, pictures)
             actions += [f"{p.describe()} removed" for p in pictures]
@@ -424,7 +428,7 @@ def _clean_jpeg(data: bytes, thumbnail_jpeg: Optional[bytes]) -> tuple[bytes, li
     return b"".join(parts), actions
 
 
-def _clean_png(data: bytes) -> tuple[bytes, list[str]]:
+def _clean_png(data: bytes, thumbnail_jpeg: Optional[bytes]) -> tuple[bytes, list[str]]:
     actions: list[str] = []
     parts = [data[:8]]
     for kind, payload, start, end in png_chunks(data):
@@ -435,18 +439,38 @@ def _clean_png(data: bytes) -> tuple[bytes, list[str]]:
         if kind not in _KEPT_PNG_CHUNKS:
             actions.append(f"{name} chunk removed")
             continue
-        text, compressed = _png_text(kind, payload)
-        pictures = scan(text, name)
-        if not pictures:
-            parts.append(data[start:end])
-        elif compressed:
+        body, keep = payload, None
+        if kind == b"eXIf":
+            body, keep, action = _replace_exif_thumbnail(payload, thumbnail_jpeg, 0, _MAX_PNG_PAYLOAD)
+            actions += [action] if action else []
+        text, compressed = _png_text(kind, body)
+        pictures = _scan_except(text, name, keep)
+        if pictures and compressed:
             actions.append(f"{name} chunk removed: " + "; ".join(p.describe() for p in pictures))
-        else:
-            offset = len(payload) - len(text)   # the text is the end of the payload
-            shifted = [dataclasses.replace(p, span=(p.span[0] + offset, p.span[1] + offset)) for p in pictures]
-            parts.append(_png_chunk(kind, _blank(payload, shifted)))
+            continue
+        if pictures:
+            offset = len(body) - len(text)   # the text is the end of the payload
+            body = _blank(body, [dataclasses.replace(p, span=(p.span[0] + offset, p.span[1] + offset))
+                                 for p in pictures])
             actions += [f"{p.describe()} removed" for p in pictures]
+        parts.append(data[start:end] if body == payload else png_chunk(kind, body))
     return b"".join(parts), actions
+
+
+def png_exif_with_thumbnail(payload: bytes, thumbnail_jpeg: Optional[bytes]) -> tuple[bytes, list[EmbeddedPicture]]:
+    """A PNG eXIf payload with its IFD1 JPEG thumbnail, if it has one, replaced by
+    `thumbnail_jpeg` (removed when None), and the other pictures it holds (left in).
+
+    Raises:
+        PictureError: the EXIF structure cannot be read.
+    """
+    body, keep, _action = _replace_exif_thumbnail(payload, thumbnail_jpeg, 0, _MAX_PNG_PAYLOAD)
+    return body, _scan_except(body, "PNG eXIf", keep)
+
+
+def _scan_except(body: bytes, where: str, keep: Optional[tuple[int, int]]) -> list[EmbeddedPicture]:
+    """scan(), less a picture starting inside `keep` (the span of pii-blur's own thumbnail)."""
+    return [p for p in scan(body, where) if keep is None or not keep[0] <= p.span[0] < keep[1]]
 
 
 def _clean_webp(data: bytes) -> tuple[bytes, list[str]]:
@@ -467,13 +491,15 @@ def _clean_webp(data: bytes) -> tuple[bytes, list[str]]:
     return b"RIFF" + len(body).to_bytes(4, "little") + body, actions
 
 
-def _replace_exif_thumbnail(
-        body: bytes, thumbnail: Optional[bytes]) -> tuple[bytes, Optional[tuple[int, int]], str]:
-    """Replace or remove the IFD1 thumbnail of an APP1 EXIF payload.
+def _replace_exif_thumbnail(body: bytes, thumbnail: Optional[bytes], tiff_start: int,
+                            max_length: int) -> tuple[bytes, Optional[tuple[int, int]], str]:
+    """Replace or remove the IFD1 thumbnail of an EXIF payload.
 
+    tiff_start: bytes before the TIFF structure (6 in a JPEG APP1 segment, 0 in a PNG eXIf chunk).
+    max_length: bytes the payload may grow to; a thumbnail that would not fit is removed.
     Returns (new payload, span of the new thumbnail in it or None, action or '').
     """
-    tiff = bytearray(body[6:])
+    header, tiff = body[:tiff_start], bytearray(body[tiff_start:])
     found = _find_exif_thumbnail(tiff)
     if found is None:
         return body, None, ""
@@ -482,20 +508,21 @@ def _replace_exif_thumbnail(
     if thumbnail is not None and len(thumbnail) <= length:   # fits where the old one was: nothing moves
         tiff[offset:offset + len(thumbnail)] = thumbnail
         struct.pack_into(order + "I", tiff, length_at, len(thumbnail))
-        return body[:6] + bytes(tiff), (6 + offset, 6 + offset + len(thumbnail)), "EXIF thumbnail rebuilt from the output"
+        span = (tiff_start + offset, tiff_start + offset + len(thumbnail))
+        return header + bytes(tiff), span, "EXIF thumbnail rebuilt from the output"
     if offset + length == len(tiff):
         del tiff[offset:]
     padding = len(tiff) % 2
-    if thumbnail is None or 6 + len(tiff) + padding + len(thumbnail) > markers.MAX_SEGMENT_PAYLOAD:
+    if thumbnail is None or tiff_start + len(tiff) + padding + len(thumbnail) > max_length:
         struct.pack_into(order + "I", tiff, link, 0)  # unlink IFD1
         reason = "" if thumbnail is None else " (replacement too large)"
-        return body[:6] + bytes(tiff), None, "EXIF thumbnail removed" + reason
+        return header + bytes(tiff), None, "EXIF thumbnail removed" + reason
     tiff += bytes(padding)
     struct.pack_into(order + "I", tiff, offset_at, len(tiff))
     struct.pack_into(order + "I", tiff, length_at, len(thumbnail))
-    start = 6 + len(tiff)
+    start = tiff_start + len(tiff)
     tiff += thumbnail
-    return body[:6] + bytes(tiff), (start, start + len(thumbnail)), "EXIF thumbnail rebuilt from the output"
+    return header + bytes(tiff), (start, start + len(thumbnail)), "EXIF thumbnail rebuilt from the output"
 
 
 def _find_exif_thumbnail(tiff: bytearray):

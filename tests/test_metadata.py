@@ -3,11 +3,13 @@ import json
 import re
 import subprocess
 
+import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, PngImagePlugin
 
-from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy
+from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy, jpeg_bytes, srgb_icc
+from test_pictures import assert_valid_png, camera_exif, holds_any_of, png_with_metadata, with_chunks
 from pii_blur import anonymize, imageio, metadata, pictures
 from pii_blur.metadata import MetadataWriter
 from pii_blur.types import Detection
@@ -80,27 +82,124 @@ def test_png_metadata_survives(tmp_path, astronaut):
     assert after["GPS:GPSLatitudeRef"] == "South"
 
 
-@pytest.mark.parametrize("written, copied", [
-    ([], False),                                          # pixels only: nothing for exiftool to copy
-    (["-XMP-dc:Title=street"], True),                     # iTXt XMP
-    (["-GPSLatitude=10.5", "-GPSLatitudeRef=S"], True),   # eXIf
-    ("icc", True),                                        # iCCP
-])
-def test_only_a_png_without_copied_metadata_skips_exiftool(tmp_path, astronaut, written, copied):
-    source = tmp_path / "astronaut.png"
-    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() if written == "icc" else None
-    Image.fromarray(astronaut[:64, :64]).save(source, icc_profile=profile)
-    written = [] if written == "icc" else written
-    if written:
-        subprocess.run(["exiftool", "-q", "-q", "-overwrite_original", *written, str(source)], check=True)
-    assert metadata.nothing_to_copy(source.read_bytes(), ".png") == (not copied)
-    target = io.BytesIO()
-    Image.fromarray(astronaut[:64, :64] // 2).save(target, "PNG")
+def png(pixels: np.ndarray, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+def png_written_by_exiftool(pixels: np.ndarray, folder, *args: str) -> bytes:
+    path = folder / "written.png"
+    path.write_bytes(png(pixels))
+    subprocess.run(["exiftool", "-q", "-q", "-overwrite_original", *args, str(path)], check=True)
+    return path.read_bytes()
+
+
+def exif_with_a_preview(pixels: np.ndarray) -> Image.Exif:
+    exif = camera_exif()
+    exif.get_ifd(0x8769)[0x927C] = jpeg_bytes(pixels)   # a maker note holding a preview
+    return exif
+
+
+@pytest.mark.parametrize("make_source, path", [
+    (lambda pixels, folder: png(pixels), "nothing to copy"),
+    (lambda pixels, folder: png_written_by_exiftool(pixels, folder, "-XMP-dc:Title=street"), "native"),
+    (lambda pixels, folder: png_written_by_exiftool(pixels, folder, "-GPSLatitude=10.5", "-GPSLatitudeRef=S"),
+     "native"),
+    (lambda pixels, folder: png(pixels, icc_profile=srgb_icc()), "native"),
+    (lambda pixels, folder: png_written_by_exiftool(pixels, folder, "-XMP-GCamera:MicroVideo=1"), "exiftool"),
+    (lambda pixels, folder: png(pixels, exif=exif_with_a_preview(pixels)), "exiftool"),
+    (lambda pixels, folder: png_with_raw_profile(pixels), "exiftool"),
+], ids=["pixels only", "XMP iTXt", "eXIf", "iCCP", "XMP group left out", "EXIF preview", "raw profile"])
+def test_which_pngs_skip_exiftool(tmp_path, astronaut, make_source, path):
+    pixels = astronaut[:64, :64]
+    source = make_source(pixels, tmp_path)
+    target = halved(source)
+    copied = metadata.copy_png_metadata(source, target, None)
+    assert (copied is None) == (path == "exiftool")
+    assert (copied == target) == (path == "nothing to copy")
+    assert metadata.copy_png_metadata(b"\x89PNG\r\n\x1a\n" + b"\0\0\0\x0dIHDR", target, None) is None   # truncated
+    assert metadata.copy_png_metadata(jpeg_bytes(pixels), target, None) is None
+
+
+def imagemagick_raw_profile(app1_exif: bytes) -> str:
+    """EXIF as ImageMagick stores it in PNG text: name, length, then hex in lines of 72 digits."""
+    digits = app1_exif.hex()
+    lines = "\n".join(digits[i:i + 72] for i in range(0, len(digits), 72))
+    return f"\nexif\n{len(app1_exif):8d}\n{lines}\n"
+
+
+def rgba16_png_with_metadata(rgb: np.ndarray, thumbnail: bytes) -> bytes:
+    """A 16-bit RGBA PNG from OpenCV with the metadata chunks of png_with_metadata."""
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]).astype(np.uint16) * 257
+    with_metadata = png_with_metadata(rgb, thumbnail)
+    metadata_chunks = [with_metadata[start:end] for kind, _payload, start, end in pictures.png_chunks(with_metadata)
+                       if kind in (b"iCCP", b"iTXt", b"eXIf")]
+    return with_chunks(cv2.imencode(".png", rgba)[1].tobytes(), *metadata_chunks)
+
+
+def png_with_raw_profile(rgb: np.ndarray) -> bytes:
+    """A PNG whose EXIF (camera_exif) is held the ImageMagick way, in a 'Raw profile type exif' zTXt."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", imagemagick_raw_profile(camera_exif().tobytes()), zip=True)
+    return png(rgb, pnginfo=info)
+
+
+def halved(source: bytes) -> bytes:
+    """The source's pixels halved, as the metadata-free PNG that render() hands to restore()."""
+    decoded = imageio.decode(source)
+    return imageio.encode(decoded, decoded.pixels // 2)
+
+
+def copied_tags(data: bytes, tmp_path, name: str) -> dict:
+    """EXIF, XMP and ICC tags, less the thumbnail's place and the XMP writer's name."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    output = subprocess.run(["exiftool", "-j", "-G1", "-EXIF:all", "-XMP:all", "-ICC_Profile:all", str(path)],
+                            check=True, capture_output=True, text=True).stdout
+    ignored = ("SourceFile", "IFD1:ThumbnailOffset", "IFD1:ThumbnailLength", "XMP-x:XMPToolkit")
+    return {key: value for key, value in json.loads(output)[0].items() if key not in ignored}
+
+
+@pytest.mark.parametrize("make_source", [png_with_metadata, rgba16_png_with_metadata])
+def test_png_metadata_is_copied_without_exiftool_as_exiftool_would(tmp_path, astronaut, monkeypatch, make_source):
+    old_thumbnail, thumbnail = jpeg_bytes(astronaut[::4, ::4]), jpeg_bytes(astronaut[::4, ::4] // 2, 70)
+    source = make_source(astronaut, old_thumbnail)
+    target = halved(source)
+    writer = MetadataWriter()
+    writer.close()
+    native = writer.restore(source, target, ".png", thumbnail)
+    assert not writer._tool.running   # the exiftool path would have started it again
+    with monkeypatch.context() as patch, MetadataWriter() as exiftool_writer:
+        patch.setattr(metadata, "copy_png_metadata", lambda *args: None)
+        by_exiftool = exiftool_writer.restore(source, target, ".png", thumbnail)
+    tags = copied_tags(native, tmp_path, "native.png")
+    for key in ("GPS:GPSLatitude", "IFD0:Make", "XMP-GPano:ProjectionType", "XMP-dc:Title",
+                "ICC_Profile:ProfileDescription", "IFD1:ThumbnailImage"):
+        assert key in tags, key
+    assert tags == copied_tags(by_exiftool, tmp_path, "by_exiftool.png")
+
+    out, _actions = pictures.clean(native, thumbnail)
+    pictures.verify(out, thumbnail)
+    assert thumbnail in out and not holds_any_of(out, old_thumbnail)
+    for data in (native, out):
+        assert_valid_png(data)
+        decoded_out = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(decoded_out, cv2.imdecode(np.frombuffer(target, np.uint8), cv2.IMREAD_UNCHANGED))
+        kinds = [kind for kind, _payload, _start, _end in pictures.png_chunks(data)]
+        assert kinds.index(b"IHDR") < kinds.index(b"iCCP") < kinds.index(b"IDAT")
+        assert kinds.index(b"eXIf") < kinds.index(b"IDAT") and kinds.index(b"iTXt") < kinds.index(b"IDAT")
+
+
+def test_png_with_an_imagemagick_raw_profile_goes_through_exiftool(tmp_path, astronaut):
+    source = png_with_raw_profile(astronaut)
+    target = halved(source)
+    assert metadata.copy_png_metadata(source, target, None) is None
     with MetadataWriter() as writer:
-        restored = writer.restore(source.read_bytes(), target.getvalue(), ".png", None)
-    assert (restored == target.getvalue()) == (not copied)
-    assert not metadata.nothing_to_copy(b"\x89PNG\r\n\x1a\n" + b"\0\0\0\x0dIHDR", ".png")   # truncated
-    assert not metadata.nothing_to_copy(source.read_bytes(), ".tif")
+        restored = writer.restore(source, target, ".png", None)
+    tags = copied_tags(restored, tmp_path, "restored.png")
+    assert tags["IFD0:Make"] == "Canon" and tags["GPS:GPSLatitudeRef"] == "South"
+    assert b"Raw profile type" not in restored
 
 
 def test_every_picture_tag_named_is_one_exiftool_knows():
