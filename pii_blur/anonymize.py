@@ -16,6 +16,7 @@ from pii_blur import imageio, jpeg, pictures, sphere
 from pii_blur.blur import DEFAULT_MODE, blur_detections
 from pii_blur.geometry import box_upright_to_stored, to_upright
 from pii_blur.metadata import MetadataWriter
+from pii_blur.models import ppocr_plate
 from pii_blur.models.base import Detector
 from pii_blur.types import Detection
 
@@ -231,6 +232,19 @@ def pano_views(pano_width: int, pano_height: int, search: Optional[PanoSearch] =
     scale = search.band_scale(pano_width)
     return sphere.plan_views(pano_width, pano_height, search.layout, scale=scale,
                              ring_scale=search.ring_resolution * scale)
+
+
+def search_pixels(width: int, height: int) -> int:
+    """About how many pixels the detectors search in a width x height image, the bulk of its
+    processing time (for sharing inputs among workers): a panorama's views (pano_views), or a
+    photo's pixels once upscaled as the plate detector upscales small photos."""
+    if sphere.is_equirectangular(width, height, None):
+        try:
+            return sum(view.width * view.height for view in pano_views(width, height))
+        except ValueError:   # too small to have views
+            pass
+    upscale = max(1.0, ppocr_plate.MIN_SHORT_SIDE / max(1, min(width, height)))
+    return int(width * height * upscale ** 2)
 
 
 def _merge_on_sphere(image: imageio.DecodedImage, views: Views,

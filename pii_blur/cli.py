@@ -19,7 +19,6 @@ import time
 from importlib import resources
 
 import apache_beam as beam
-import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pii_blur import pipeline as pii_pipeline
@@ -196,7 +195,7 @@ def _refuse_unsafe_target(parser: argparse.ArgumentParser, option: str, url: str
     an input, lies inside INPUT, or is a symbolic link."""
     if storage.is_same_or_inside(url, input_root):
         parser.error(f"{option} {url} must not be an input or lie inside INPUT")
-    if storage.is_local_path(url) and os.path.islink(fsspec.core.split_protocol(url)[1]):
+    if storage.is_local_path(url) and os.path.islink(storage.local_path(url)):
         parser.error(f"{option} {url} is a symbolic link; name the file itself")
 
 

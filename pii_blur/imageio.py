@@ -437,6 +437,18 @@ def _with_extra_samples(tiff: bytes, extra_samples: int) -> bytes:
     return bytes(out)
 
 
+def header_size(path: str) -> Optional[tuple[int, int]]:
+    """(width, height) as a local image file's header states them, without decoding a pixel;
+    None when the file is not an image Pillow can open."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # a decompression-bomb warning: only the size is read
+            with Image.open(path) as image:
+                return image.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
 def encode_thumbnail(pixels_rgb: np.ndarray, max_side: int = 160) -> bytes:
     """A small baseline JPEG of HxWx3 uint8 RGB pixels, for the EXIF thumbnail."""
     thumb = Image.fromarray(pixels_rgb, mode="RGB")

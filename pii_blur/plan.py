@@ -31,9 +31,9 @@ import json
 import logging
 import re
 import time
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
-from pii_blur import manifest, storage
+from pii_blur import anonymize, imageio, manifest, storage
 from pii_blur.types import FileReport, InputFile, Status
 
 LOG = logging.getLogger(__name__)
@@ -135,11 +135,23 @@ def finished_report(input_file: FinishedInput, fingerprint: str) -> Optional[Fil
     return manifest.load_record(input_file, fingerprint)
 
 
-def work_bytes(input_file: InputFile) -> int:
-    """Bytes of work an input brings (for balancing workers): none if finished; unknown counts as 1."""
-    if isinstance(input_file, FinishedInput):
-        return 0
-    return input_file.size or 1
+def work_estimates(inputs: Sequence[InputFile]) -> list[int]:
+    """The work each input brings, for sharing inputs among local workers; none if finished.
+
+    When some inputs are local images, the pixels their detectors will search,
+    from each image's header (anonymize.search_pixels): a small panorama is
+    upscaled and costs as much as a large one, which its bytes do not show.
+    A local file whose header cannot be read (not an image) counts as 1: it
+    is skipped or fails at once. Otherwise (remote inputs) the listed bytes,
+    an unknown size counting as 1.
+    """
+    to_do = [item for item in inputs if not isinstance(item, FinishedInput)]
+    sizes = {item.url: imageio.header_size(storage.local_path(item.url)) for item in to_do
+             if storage.is_local_path(item.url)}
+    if not any(sizes.values()):
+        return [0 if isinstance(item, FinishedInput) else item.size or 1 for item in inputs]
+    return [0 if isinstance(item, FinishedInput) else
+            anonymize.search_pixels(*sizes[item.url]) if sizes.get(item.url) else 1 for item in inputs]
 
 
 def read_index(output_root: str) -> dict:

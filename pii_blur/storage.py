@@ -213,10 +213,15 @@ def is_local_path(url: str) -> bool:
     return fsspec.core.split_protocol(url)[0] in (None, "file", "local")
 
 
+def local_path(url: str) -> str:
+    """The filesystem path that a local `url` (is_local_path) names."""
+    return fsspec.core.split_protocol(url)[1]
+
+
 def input_root(input_spec: str) -> str:
     """The file or folder an INPUT covers: itself if it exists as a local path
     (even with glob characters in its name), else the fixed part of its glob."""
-    if is_local_path(input_spec) and os.path.exists(fsspec.core.split_protocol(input_spec)[1]):
+    if is_local_path(input_spec) and os.path.exists(local_path(input_spec)):
         return input_spec
     return glob_prefix(input_spec) or "."
 
@@ -246,8 +251,7 @@ def unwritable(folder_url: str) -> str:
 
 def is_local_file(url: str) -> bool:
     """True if `url` is a local path or file:// URL naming an existing regular file."""
-    protocol, path = fsspec.core.split_protocol(url)
-    return protocol in (None, "file", "local") and os.path.isfile(path)
+    return is_local_path(url) and os.path.isfile(local_path(url))
 
 
 def exists(url: str) -> bool:

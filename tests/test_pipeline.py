@@ -4,6 +4,7 @@ import json
 import os
 
 import apache_beam as beam
+import cv2
 import fsspec
 import numpy as np
 import pytest
@@ -125,6 +126,22 @@ def test_balanced_groups_split_bytes_evenly_and_keep_every_file():
     assert abs(loads[0] - loads[1]) <= 1
     assert balanced_groups(files, 2) == groups                 # deterministic
     assert [len(g) for g in balanced_groups(files[:1], 3)] == [1, 0, 0]
+
+
+def test_balanced_groups_weigh_local_images_by_the_pixels_to_search(tmp_path):
+    """A small panorama, upscaled for its search, outweighs photos of many more bytes."""
+    pano = cv2.resize(skimage.data.astronaut(), (1024, 512))
+    (tmp_path / "pano.jpg").write_bytes(jpeg_bytes(cv2.GaussianBlur(pano, (0, 0), 8)))
+    noise = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    for index in range(3):
+        Image.fromarray(noise).save(tmp_path / f"photo{index}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    files = list_inputs(str(tmp_path), str(tmp_path / "out"))
+    by_name = {os.path.basename(f.url): f for f in files}
+    assert by_name["pano.jpg"].size < by_name["photo0.png"].size / 5
+    groups = [sorted(os.path.basename(f.url) for f in group) for group in balanced_groups(files, 2)]
+    assert ["pano.jpg"] in groups
+    assert sorted(name for group in groups for name in group) == sorted(by_name)
 
 
 def test_pipeline_on_balanced_shares_reports_every_input_once(tmp_path):

@@ -29,7 +29,7 @@ class MatchImages(beam.PTransform):
 
         report_url: the run's report, which no output may land on (storage.list_inputs).
 
-        shares: with `listed`, fan out that many groups of about equal bytes
+        shares: with `listed`, fan out that many groups of about equal work
         (balanced_groups) instead of single paths, each opened into its files
         after the shuffle. For Beam's local FnApiRunner, which hands each of
         its N workers a fixed 1/N of a stage's input, split by shuffle key:
@@ -70,16 +70,16 @@ def _list(input_spec: str, output_root: str, report_url: str, planning: Optional
 
 
 def balanced_groups(files: Sequence[InputFile], count: int) -> list[list[InputFile]]:
-    """`files` in `count` groups of about equal total size (largest first, each to the lightest group).
+    """`files` in `count` groups of about equal work (largest first, each to the lightest group).
 
-    Size is the listed bytes, a proxy for decode, blur and encode time; a
-    file of unknown size counts as 1 byte, a finished one (plan.FinishedInput)
-    as none. Deterministic; groups may be empty.
+    Work is plan.work_estimates: the pixels to search in local images, else
+    bytes; a finished input (plan.FinishedInput) brings none. Deterministic;
+    groups may be empty.
     """
     groups: list[list[InputFile]] = [[] for _ in range(count)]
     loads = [(0, index) for index in range(count)]
-    for file in sorted(files, key=lambda f: (-plan.work_bytes(f), f.url)):
+    for work, file in sorted(zip(plan.work_estimates(files), files), key=lambda pair: (-pair[0], pair[1].url)):
         load, index = heapq.heappop(loads)
         groups[index].append(file)
-        heapq.heappush(loads, (load + plan.work_bytes(file), index))
+        heapq.heappush(loads, (load + work, index))
     return groups
