@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy, jpeg_bytes, srgb_icc
-from test_pictures import assert_valid_png, camera_exif, holds_any_of, png_with_metadata, with_chunks
+from conftest import (ASTRONAUT_FACE_BOX, assert_valid_png, camera_exif, high_frequency_energy, holds_any_of, jpeg_bytes,
+                      png_with_metadata, srgb_icc, with_chunks)
 from pii_blur import anonymize, imageio, metadata, pictures
 from pii_blur.metadata import MetadataWriter
 from pii_blur.types import Detection
