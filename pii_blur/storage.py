@@ -238,7 +238,7 @@ def unwritable(folder_url: str) -> str:
     """
     if not is_local_path(folder_url):
         return ""
-    folder = fsspec.core.split_protocol(folder_url)[1]
+    folder = local_path(folder_url)
     probe = os.path.join(folder, f"{TEMP_MARKER}{uuid.uuid4().hex}")
     try:
         os.makedirs(folder, exist_ok=True)
