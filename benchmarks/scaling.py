@@ -1,6 +1,6 @@
 """Throughput with 1 and 2 local workers, and on Dask, on the same real panoramas.
 
-    python benchmarks/scaling.py PANO_DIR [--count 20] [--runs local1,local2,processes2,threads2,local1x2,dask2] [--repeats 3]
+    python benchmarks/scaling.py PANO_DIR [--count 20] [--runs local1,local2,processes2,local1x2,dask2] [--repeats 3]
 
 Fills a folder with --count panoramas (the JPEGs under PANO_DIR, cycled under
 new names), then runs the CLI on it once per configuration and repeat, the
@@ -30,7 +30,6 @@ RUNS = {
     "local1": ["--workers", "1"],
     "local2": ["--workers", "2"],   # the default for two workers: threads of one process
     "processes2": ["--workers", "2", "--direct_running_mode=multi_processing"],
-    "threads2": ["--workers", "2", "--direct_running_mode=multi_threading"],
     "local1x2": ["--workers", "1", "--threads", "2"],   # one worker, two model threads
     "dask2": ["--workers", "2", "--runner", "dask"],
 }
