@@ -12,7 +12,7 @@ opencv-python, which must not touch ours). Two sets:
 - flat photos: DATA_DIR/faces as it is (crowds and groups, 54 photos).
 
 Each tool runs at its defaults, as a user would start it on a folder: pii-blur
-finds faces and plates with one worker process per core; deface finds faces,
+finds faces and plates with one worker per core (threads of one process); deface finds faces,
 one process over all the files with ONNX Runtime's own threads. Every run is
 judged alike by the black-box blur_eval.py on the output pixels (an object is
 blurred when its fine detail is gone inside its exact outline), which also
