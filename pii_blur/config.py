@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Optional
 
+from pii_blur.anonymize import PANO_SEARCH_ENV
 from pii_blur.blur import DEFAULT_MODE
 from pii_blur.imageio import MAX_PIXELS
 from pii_blur.manifest import settings_fingerprint
@@ -58,13 +60,13 @@ class BlurConfig:
     progress_dir: Optional[str] = None
 
     def fingerprint(self) -> str:
-        """Identifies the settings that change outputs (see manifest.py).
+        """Identifies the settings (and code: manifest.core_source_digest) that change outputs.
 
         The models used (backend, content hash, settings) count too; without
         --models the value is what it was before models were configurable.
         """
         base = settings_fingerprint(self.classes, self.min_probability, self.projection, self.mode,
-                                    self.precisions())
+                                    self.precisions(), os.environ.get(PANO_SEARCH_ENV, "").strip())
         used = self.used_models()
         if not used:
             return base

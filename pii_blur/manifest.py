@@ -3,7 +3,8 @@
 After an output is written, a small JSON record goes to
 OUTPUT/.pii-blur/manifest/RELATIVE_PATH.KEY.json, where KEY (record_key) is
 a short hash of the input's size and version (etag or mtime) and a
-fingerprint of the settings; the record holds these and the report line.
+fingerprint of the settings and the core's code; the record holds these and
+the report line.
 Because KEY is in the name, a listing of the manifest alone tells which
 inputs are finished (pii_blur.plan), without reading one record per input.
 A rerun reuses the record when its KEY still matches and the output exists;
@@ -14,9 +15,11 @@ of older KEYs for that input are then deleted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+from pathlib import Path
 from typing import Optional
 
 from pii_blur import __version__, storage
@@ -27,18 +30,38 @@ LOG = logging.getLogger(__name__)
 
 
 def settings_fingerprint(classes, min_probability: float, projection: str, mode: str,
-                         precisions: Optional[dict] = None) -> str:
-    """Changes whenever a setting that affects outputs changes.
+                         precisions: Optional[dict] = None, search_overrides: str = "") -> str:
+    """Changes whenever a setting, or the code, that affects outputs changes.
 
     mode: the cover mode (pii_blur.blur.MODES). It is always part of the
     text, so outputs made before it existed, with the weaker blur of then,
     are redone too.
     precisions: built-in model name -> "int8" | "fp32", as run (chosen or
     default), so that a changed default redoes outputs too.
+    search_overrides: the panorama search's hidden overrides (benchmarks), as given.
+    The core's code counts too (core_source_digest).
     """
     text = json.dumps({"version": __version__, "classes": sorted(classes), "p": round(min_probability, 4),
-                       "projection": projection, "mode": mode, "precisions": precisions or {}})
+                       "projection": projection, "mode": mode, "precisions": precisions or {},
+                       "code": core_source_digest(), "search": search_overrides})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def core_source_digest(package: Path = Path(__file__).parent) -> str:
+    """sha256 of the source of the modules that decide an output's bytes: `package`/*.py and
+    `package`/models/*.py (their search resolutions, thresholds, blur, encoders and weight hashes).
+
+    Detection and blurring change between versions more often than the
+    version number does, so an upgraded pii-blur redoes the outputs of older
+    code instead of keeping what it might now blur more of. pipeline/ and
+    transforms/ only wire the core and do not count. Empty where the package
+    is not installed as files (a zip import): the version alone then tells.
+    """
+    digest = hashlib.sha256()
+    for path in sorted([*package.glob("*.py"), *package.glob("models/*.py")]):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def record_key(size, version, fingerprint: str) -> str:

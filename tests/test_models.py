@@ -202,3 +202,32 @@ def test_precision_reaches_the_detectors_and_the_fingerprint():
     for precision in ("int8", "fp32"):
         everywhere = set(DEFAULT_PRECISION.values()) == {precision}
         assert (BlurConfig().fingerprint() == BlurConfig(precision=precision).fingerprint()) == everywhere
+
+
+def test_the_core_code_and_search_overrides_are_part_of_the_fingerprint(tmp_path, monkeypatch):
+    """An upgrade that changes how images are searched redoes older outputs; wiring changes do not."""
+    import shutil
+    from pathlib import Path
+
+    import pii_blur
+    from pii_blur import manifest
+    from pii_blur.config import BlurConfig
+
+    package = tmp_path / "pii_blur"
+    shutil.copytree(os.path.dirname(pii_blur.__file__), package, ignore=shutil.ignore_patterns("__pycache__"))
+    original = manifest.core_source_digest(package)
+    assert original == manifest.core_source_digest(Path(pii_blur.__file__).parent)
+    (package / "pipeline" / "__init__.py").write_text((package / "pipeline" / "__init__.py").read_text() + "\n# x\n")
+    manifest.core_source_digest.cache_clear()
+    assert manifest.core_source_digest(package) == original
+    ppocr = package / "models" / "ppocr_plate.py"
+    ppocr.write_text(ppocr.read_text().replace("MIN_SHORT_SIDE = 736", "MIN_SHORT_SIDE = 544"))
+    manifest.core_source_digest.cache_clear()
+    assert manifest.core_source_digest(package) != original
+
+    default = BlurConfig().fingerprint()
+    monkeypatch.setattr(manifest, "core_source_digest", lambda: "another version of the code")
+    assert BlurConfig().fingerprint() != default
+    monkeypatch.undo()
+    monkeypatch.setenv("PII_BLUR_PANO_SEARCH", "ring_resolution=0.8")
+    assert BlurConfig().fingerprint() != default
