@@ -90,8 +90,8 @@ def project(image: imageio.DecodedImage, projection: str) -> Views:
 def detect_views(detector: Detector, views: Views, search: Optional[PanoSearch] = None) -> list[list[Detection]]:
     """`detector`'s detections in each view, in that view's pixels (near misses included).
 
-    A plate detector sees a panorama's polar views at no more than
-    search.polar_plate_px_per_deg.
+    A plate detector sees a panorama's views at no more than
+    search.plate_px_per_deg.
     """
     if not views.plan:
         return detector.detect(views.images, rescale=True)
@@ -99,8 +99,8 @@ def detect_views(detector: Detector, views: Views, search: Optional[PanoSearch] 
     images = list(views.images)
     if set(detector.labels) == {"plate"}:
         for index, view in enumerate(views.plan):
-            scale = search.polar_plate_px_per_deg / math.radians(view.focal_px)
-            if abs(view.pitch_deg) > POLAR_PITCH_DEG and scale < 1.0:
+            scale = search.plate_px_per_deg / math.radians(view.focal_px)
+            if scale < 1.0:
                 height, width = images[index].shape[:2]
                 images[index] = cv2.resize(images[index], (max(1, round(width * scale)), max(1, round(height * scale))),
                                            interpolation=cv2.INTER_AREA)
@@ -166,15 +166,14 @@ class PanoSearch:
         panorama's own resolution, on which CenterFace's heatmap peaks low,
         are blurred from small_threshold of the threshold (the lower of the
         two fractions applies to a small polar object).
-    polar_plate_px_per_deg: detectors that find only plates see the polar
-        views at no more than this resolution (at their centre). A plate
-        beyond the band is close below the camera (on a car roof, a helmet,
-        a pole), so large, and the polar views hold over half of the pixels
-        searched. Measured (benchmarks/recall_sweep.py, two sets of 6
-        synthetic 5760-wide panoramas, seeds 2 and 3, 20 plates beyond 55
-        degrees): 12 found every plate that the full 16 px/deg found, in every
-        band and size, for 0.9-1.1 CPU s less per panorama; 10 lost one
-        polar plate and 8 lost two.
+    plate_px_per_deg: detectors that find only plates see every view at no
+        more than this resolution (at its centre). Measured
+        (benchmarks/recall_sweep.py, 5760-wide synthetic
+        panoramas: seeds 2 and 3 with 30 plates each, seed 4 with 68): at 12,
+        in the polar views first, then in the band too, every plate that the
+        full 16 px/deg found was found, in every band and size, for 1.9-2.1
+        CPU s less per panorama (0.9-1.1 at the poles, 0.8-1.0 in the band);
+        10 lost a polar plate (seed 2) and two in the band (seed 4).
     """
 
     min_px_per_deg: float = 12.0
@@ -185,7 +184,7 @@ class PanoSearch:
     polar_threshold: float = 0.8
     small_px: float = 16.0
     small_threshold: float = 0.5
-    polar_plate_px_per_deg: float = 12.0
+    plate_px_per_deg: float = 12.0
 
     def band_scale(self, pano_width: int) -> float:
         """The band's resolution as a multiple of the panorama's own (>= 1)."""
