@@ -418,11 +418,12 @@ def test_footprints_mapped_view_by_view_match_each_one_mapped_alone():
     assert np.array_equal(blurred, one_by_one)
 
 
+@pytest.mark.parametrize("kind", sphere.CENTRED_KINDS)
 @pytest.mark.parametrize("yaw, pitch", [(0.0, 72.0), (-135.0, -72.0), (178.0, 10.0), (90.0, 89.0)])
-def test_perspective_maps_match_the_unit_direction_projection(yaw, pitch):
+def test_centred_view_maps_match_the_unit_direction_projection(yaw, pitch, kind):
     """The un-normalised rays of _float_maps against the unit directions, across the seam
     and over a pole: the same maps, to far below the 1/32 px the fixed-point maps resolve."""
-    view = sphere.perspective_view(yaw, pitch, 80.0, 5760, 64.0)
+    view = sphere.perspective_view(yaw, pitch, 80.0, 5760, 64.0, kind=kind)
     u = np.arange(view.width, dtype=np.float64) + 0.5
     v = np.arange(view.height, dtype=np.float64) + 0.5
     x, y = sphere.direction_to_equirect_pixel(sphere.view_pixel_to_direction(view, u[None, :], v[:, None]),
@@ -432,3 +433,46 @@ def test_perspective_maps_match_the_unit_direction_projection(yaw, pitch):
     along_x = np.abs(map_x - expected_x)
     assert np.minimum(along_x, 5760 - along_x).max() < 1e-3
     assert np.abs(map_y - expected_y).max() < 1e-3
+
+
+def test_a_stereographic_view_is_conformal_and_smaller_than_a_perspective_one():
+    """Same field and centre resolution; a small circle on the sphere stays a circle anywhere in the
+    view, and the view's pixel scale grows only as 1 / cos^2(angle / 2) off centre."""
+    stereo = sphere.perspective_view(20.0, -72.0, 80.0, 5760, 64.0, kind=sphere.STEREOGRAPHIC)
+    pinhole = sphere.perspective_view(20.0, -72.0, 80.0, 5760, 64.0)
+    assert stereo.focal_px == pytest.approx(pinhole.focal_px, rel=1e-3)
+    assert stereo.fov_deg == pytest.approx(80.0, abs=0.1) and stereo.vertical_fov_deg == pytest.approx(64.0, abs=0.1)
+    assert stereo.width * stereo.height < 0.82 * pinhole.width * pinhole.height
+    angle = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    for u, v in ((stereo.width / 2, stereo.height / 2), (40.0, 60.0), (stereo.width - 5.0, stereo.height / 2)):
+        centre = sphere.view_pixel_to_direction(stereo, np.array(u), np.array(v))
+        right = np.cross(centre, [0.0, 1.0, 0.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(right, centre)
+        radius = math.radians(0.5)
+        ring = np.cos(radius) * centre + np.sin(radius) * (np.cos(angle)[:, None] * right + np.sin(angle)[:, None] * up)
+        ring_u, ring_v, valid = sphere.direction_to_view_pixel(stereo, ring)
+        distances = np.hypot(ring_u - ring_u.mean(), ring_v - ring_v.mean())
+        assert valid.all() and distances.std() / distances.mean() < 0.01   # a circle, not an ellipse
+        off_axis = sphere.angular_distance_deg(centre, stereo.rotation[:, 2])
+        expected = radius * stereo.focal_px / math.cos(math.radians(off_axis) / 2) ** 2
+        assert distances.mean() == pytest.approx(expected, rel=0.01)
+
+
+def test_stereographic_margin_is_the_angle_to_the_view_border():
+    """view_margin_deg against brute force: the nearest of many points along the border."""
+    view = sphere.perspective_view(-60.0, 72.0, 80.0, 5760, 64.0, kind=sphere.STEREOGRAPHIC)
+    side = np.linspace(0, 1, 2000)
+    border_u = np.concatenate([side * view.width, side * view.width, np.zeros_like(side), np.full_like(side, view.width)])
+    border_v = np.concatenate([np.zeros_like(side), np.full_like(side, view.height), side * view.height,
+                               side * view.height])
+    border = sphere.view_pixel_to_direction(view, border_u, border_v)
+    rng = np.random.default_rng(1)
+    inside = sphere.view_pixel_to_direction(view, rng.uniform(0, view.width, 300), rng.uniform(0, view.height, 300))
+    brute = np.degrees(np.arccos(np.clip(inside @ border.T, -1, 1))).min(axis=1)
+    margin = sphere.view_margin_deg(view, inside)
+    assert (margin >= 0).all()
+    assert (margin <= brute + 0.01).all()   # a lower bound, as for perspective views
+    assert np.median(brute - margin) < 0.05   # and tight but near the corners
+    outside = sphere.yaw_pitch_to_direction(np.radians([-60.0, 120.0]), np.radians([30.0, 72.0]))
+    assert (sphere.view_margin_deg(view, outside) < 0).all()
