@@ -166,10 +166,9 @@ def test_png_metadata_is_copied_without_exiftool_as_exiftool_would(tmp_path, ast
     old_thumbnail, thumbnail = jpeg_bytes(astronaut[::4, ::4]), jpeg_bytes(astronaut[::4, ::4] // 2, 70)
     source = make_source(astronaut, old_thumbnail)
     target = halved(source)
-    writer = MetadataWriter()
-    writer.close()
-    native = writer.restore(source, target, ".png", thumbnail)
-    assert not writer._tool.running   # the exiftool path would have started it again
+    with MetadataWriter() as writer:
+        native = writer.restore(source, target, ".png", thumbnail)
+        assert not writer._tool.running   # the exiftool path would have started it
     with monkeypatch.context() as patch, MetadataWriter() as exiftool_writer:
         patch.setattr(metadata, "copy_png_metadata", lambda *args: None)
         by_exiftool = exiftool_writer.restore(source, target, ".png", thumbnail)

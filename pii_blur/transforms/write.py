@@ -111,7 +111,7 @@ class CopyUntouched(beam.PTransform):
         self.config = config
 
     def expand(self, untouched):
-        return untouched | "Copy" >> beam.ParDo(CopyFn(self.config))
+        return untouched | "Copy" >> beam.ParDo(CopyFn(self.config)).with_output_types(FileReport)
 
 
 def blur_element(detected: DetectedInput, mode: str):
@@ -173,4 +173,4 @@ class WriteImages(beam.PTransform):
         self.config = config
 
     def expand(self, blurred):
-        return blurred | "Write" >> beam.ParDo(WriteFn(self.config))
+        return blurred | "Write" >> beam.ParDo(WriteFn(self.config)).with_output_types(FileReport)
