@@ -55,8 +55,9 @@ def core_source_digest(package: Path = Path(__file__).parent) -> str:
     Detection and blurring change between versions more often than the
     version number does, so an upgraded pii-blur redoes the outputs of older
     code instead of keeping what it might now blur more of. pipeline/ and
-    transforms/ only wire the core and do not count. Empty where the package
-    is not installed as files (a zip import): the version alone then tells.
+    transforms/ only wire the core and do not count. Where the package is not
+    installed as files (a zip import) there are none to read, and the version
+    alone tells.
     """
     digest = hashlib.sha256()
     for path in sorted([*package.glob("*.py"), *package.glob("models/*.py")]):

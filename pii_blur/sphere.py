@@ -57,6 +57,8 @@ EQUIRECT = "equirect"
 # focal f, lies at an angle of atan(r / f) from it (perspective) or
 # 2 atan(r / 2f) (stereographic).
 CENTRED_KINDS = (PERSPECTIVE, STEREOGRAPHIC)
+# cos(179 degrees): a stereographic view maps every direction but its axis' antipode.
+STEREOGRAPHIC_MIN_Z = math.cos(math.radians(179.0))
 
 # 2:1 within ±1%.
 ASPECT_TOLERANCE = 0.01
@@ -256,7 +258,7 @@ def direction_to_view_pixel(view: View, directions: np.ndarray) -> tuple[np.ndar
     """Continuous view pixel coordinates (u, v) of world directions (..., 3), and `valid`.
 
     Perspective: valid where the direction is in front of the camera (u, v
-    are meaningless elsewhere). Stereographic: valid but within a degree of
+    are meaningless elsewhere). Stereographic: valid except within a degree of
     straight behind. Equirect band: yaw is taken nearest the
     band's centre, valid everywhere. u, v may lie outside the view.
     """
@@ -282,9 +284,6 @@ def direction_to_view_pixel(view: View, directions: np.ndarray) -> tuple[np.ndar
     v = view.height / 2 - focal * directions_in_view[..., 1] / divisor
     return u, v, valid
 
-
-# cos(179 degrees): a stereographic view maps every direction but its axis' antipode.
-STEREOGRAPHIC_MIN_Z = math.cos(math.radians(179.0))
 
 
 def view_margin_deg(view: View, directions: np.ndarray) -> np.ndarray:
