@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pii_blur import pipeline as pii_pipeline
-from pii_blur import logs, plan, progress, review, storage
+from pii_blur import logs, metadata, plan, progress, review, storage
 from pii_blur.anonymize import PROJECTIONS
 from pii_blur.blur import DEFAULT_MODE, MODES
 from pii_blur.config import DEFAULT_BACKENDS, DEFAULT_CLASSES, REPORT_NAME, BlurConfig, prepare_models
@@ -157,6 +157,9 @@ def parse_args(argv: list[str]) -> tuple[pii_pipeline.RunArgs, runners.RunnerPla
     report = _check_locations(parser, known)
     _check_summary_json(parser, known)
     runner = runners.plan(pipeline_args, known.workers, known.dask_address)
+    if runner.is_local and not metadata.exiftool_available():   # remote workers bring their own (Worker image)
+        parser.error("exiftool is not installed; it restores the blurred photos' metadata "
+                     "(Debian/Ubuntu: apt-get install libimage-exiftool-perl)")
     args = pii_pipeline.RunArgs(input=known.input, output=known.output, report=report,
                                 config=config, started_at=time.time(), workers=known.workers,
                                 review=known.review, settings=_settings(known),

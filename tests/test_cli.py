@@ -108,6 +108,15 @@ def test_output_that_is_an_existing_file_is_refused(tmp_path, capsys):
     assert "existing file" in capsys.readouterr().err
 
 
+def test_a_local_run_without_exiftool_is_refused_before_it_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "exiftool is not installed" in capsys.readouterr().err
+    _, runner = cli.parse_args([str(tmp_path / "a"), "gs://bucket/out", "--runner=DataflowRunner", "--project=p"])
+    assert not runner.is_local   # remote workers carry their own exiftool
+
+
 def test_max_pixels_reaches_the_config(tmp_path):
     args, _ = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--max-pixels", "1000"])
     assert args.config.max_pixels == 1000
