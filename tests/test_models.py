@@ -127,6 +127,18 @@ def test_the_recogniser_reads_crops_of_similar_width_together(plate_detector, mo
     assert sorted(widths) == [168, ppocr_plate.REC_MAX_WIDTH]   # the plates at their own 140 * 48 / 40 px
 
 
+def test_plate_input_is_the_scaled_bgr_planes_the_int8_detector_was_calibrated_on(astronaut):
+    """preprocess writes its planes in place; the values must stay those of the plain formula,
+    which tools/derive_int8.py calibrated on, to the last bit."""
+    photo = astronaut[:267, :400]
+    planes = ppocr_plate.preprocess(photo, rescale=True)
+    net_h, net_w = ppocr_plate.network_size(photo.shape[:2], rescale=True)
+    resized = cv2.resize(photo[:, :, ::-1], (net_w, net_h), interpolation=cv2.INTER_LINEAR)
+    reference = ((resized.astype(np.float32) / 127.5) - 1.0).transpose(2, 0, 1)[None]
+    assert planes.shape == (1, 3, 736, 1120) and planes.flags.c_contiguous
+    assert planes.dtype == np.float32 and np.array_equal(planes, reference)
+
+
 def test_vendored_plate_detector_is_folded():
     """tools/derive_ppocr_det.py made the shipped detector: no x * clip(x + 3, 0, 6) / 6 left, the
     hard-swishes as HardSigmoid gates, and deriving it again changes nothing."""
