@@ -18,20 +18,26 @@ import sys
 import time
 from importlib import resources
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+# Beam's import warns through the root logger when Google's API clients are not
+# installed (a plain `pip install`). With no handler there, logging would give the
+# root a stderr handler of its own, and the terminal would then show every
+# library's INFO records. The real handlers come in main (logs.configure).
+logging.getLogger().addHandler(logging.NullHandler())
 
-from pii_blur import pipeline as pii_pipeline
-from pii_blur import logs, metadata, plan, progress, review, storage
-from pii_blur.anonymize import PROJECTIONS
-from pii_blur.blur import DEFAULT_MODE, MODES
-from pii_blur.config import DEFAULT_BACKENDS, DEFAULT_CLASSES, REPORT_NAME, BlurConfig, prepare_models
-from pii_blur.imageio import MAX_PIXELS
-from pii_blur.models.base import DEFAULT_PRECISION, DEVICES, PRECISIONS
-from pii_blur.models.model_config import ModelConfigError, load_model_config
-from pii_blur.pipeline import runners
-from pii_blur.storage import list_inputs
-from pii_blur.report_files import iter_report, read_summary
+import apache_beam as beam  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+
+from pii_blur import pipeline as pii_pipeline  # noqa: E402
+from pii_blur import logs, metadata, plan, progress, review, storage  # noqa: E402
+from pii_blur.anonymize import PROJECTIONS  # noqa: E402
+from pii_blur.blur import DEFAULT_MODE, MODES  # noqa: E402
+from pii_blur.config import DEFAULT_BACKENDS, DEFAULT_CLASSES, REPORT_NAME, BlurConfig, prepare_models  # noqa: E402
+from pii_blur.imageio import MAX_PIXELS  # noqa: E402
+from pii_blur.models.base import DEFAULT_PRECISION, DEVICES, PRECISIONS  # noqa: E402
+from pii_blur.models.model_config import ModelConfigError, load_model_config  # noqa: E402
+from pii_blur.pipeline import runners  # noqa: E402
+from pii_blur.storage import list_inputs  # noqa: E402
+from pii_blur.report_files import iter_report, read_summary  # noqa: E402
 
 LOG = logging.getLogger("pii_blur")
 SAMPLE = "@sample"

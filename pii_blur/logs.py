@@ -51,6 +51,9 @@ def configure(verbose: bool = False) -> str:
         handler = _HANDLERS.pop()
         root.removeHandler(handler)
         handler.close()
+    for handler in list(root.handlers):   # what logging.basicConfig gave the root, if a library set it off
+        if type(handler) is logging.StreamHandler and handler.stream in (sys.stderr, sys.stdout):
+            root.removeHandler(handler)
     root.setLevel(logging.INFO)
     terminal = logging.StreamHandler(sys.stderr)
     terminal.setFormatter(logging.Formatter(FORMAT))

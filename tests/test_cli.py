@@ -101,6 +101,18 @@ def test_cli_end_to_end_with_two_worker_processes(tmp_path, astronaut):
     assert not list((tmp_path / "blurred").rglob(".pii-blur-tmp-*"))
 
 
+def test_the_terminal_stays_quiet_when_beam_warns_at_import(tmp_path):
+    """Without Google's API clients (a plain install) Beam's import warns through the root
+    logger, which used to leave a stderr handler there that printed every library's INFO."""
+    script = ("import sys; sys.modules['apitools'] = None\n"   # as if not installed: the import raises
+              "from pii_blur import cli\n"
+              f"sys.exit(cli.main(['@sample', {str(tmp_path / 'out')!r}]))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
+    [log] = (tmp_path / "out/.pii-blur/logs").iterdir()
+    assert "INFO pii_blur.plan: planned 4 inputs" in log.read_text()
+
+
 def test_output_that_is_an_existing_file_is_refused(tmp_path, capsys):
     (tmp_path / "b.jpg").write_bytes(b"x")
     with pytest.raises(SystemExit):
