@@ -84,7 +84,7 @@ def project(image: imageio.DecodedImage, projection: str) -> Views:
         return Views(projection, [to_upright(image.rgb8(), image.orientation)])
     pixels = image.rgb8()
     plan = tuple(pano_views(pixels.shape[1], pixels.shape[0]))
-    return Views(projection, [sphere.render_view(pixels, view) for view in plan], plan)
+    return Views(projection, sphere.render_views(pixels, plan), plan)
 
 
 def detect_views(detector: Detector, views: Views, search: Optional[PanoSearch] = None) -> list[list[Detection]]:

@@ -7,8 +7,11 @@ and run the real CenterFace detector once for the whole module.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -148,6 +151,53 @@ def test_render_view_keeps_dtype_and_channels():
         out = sphere.render_view(pano, view)
         assert out.dtype == pano.dtype and out.shape[:2] == (view.height, view.width)
         assert out.shape[2:] == pano.shape[2:]
+
+
+def test_threads_rendering_same_size_panoramas_share_the_making_of_the_maps(monkeypatch):
+    """Two worker threads starting on panoramas of a size not seen yet make each view's maps
+    once between them, and get the pixels one thread alone gets."""
+    made = collections.Counter()
+    float_maps = sphere._float_maps
+
+    def slow_counted(pano_width, pano_height, view):
+        made[view] += 1
+        time.sleep(0.02)   # so that both threads are at work together
+        return float_maps(pano_width, pano_height, view)
+
+    monkeypatch.setattr(sphere, "_float_maps", slow_counted)
+    width, height = 1004, 502   # a size no other test renders: nothing cached yet
+    views = sphere.plan_views(width, height)
+    mapped = [view for view in views if sphere._equirect_crop(view, width, height) is None]
+    pano = (np.random.default_rng(3).random((height, width, 3)) * 255).astype(np.uint8)
+    start, rendered = threading.Barrier(2), {}
+
+    def worker(name):
+        start.wait()
+        rendered[name] = sphere.render_views(pano, views)
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(mapped) >= 4 and made == collections.Counter(mapped)
+    for name in "ab":
+        for view, image in zip(views, rendered[name]):
+            np.testing.assert_array_equal(image, sphere.render_view(pano, view))
+
+
+def test_maps_that_failed_to_be_made_are_made_again():
+    shared = sphere._SharedMaps(max_entries=2)
+
+    def fail():
+        raise MemoryError("no room")
+
+    with pytest.raises(MemoryError):
+        shared.get("key", fail)
+    assert shared.get("key", lambda: ("x", "y")) == ("x", "y")
+    shared.get("other", lambda: ("1", "2"))
+    shared.get("third", lambda: ("3", "4"))   # beyond max_entries: "key" was used least recently
+    assert shared.get("key", lambda: ("made", "again")) == ("made", "again")
 
 
 # ---------------------------------------------------------------------------
