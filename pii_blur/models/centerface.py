@@ -108,7 +108,7 @@ def preprocess(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:
     """
     net_h, net_w = network_size(image_rgb.shape[:2], rescale)
     resized = cv2.resize(image_rgb, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
-    return resized.transpose(2, 0, 1)[None].astype(np.float32)
+    return resized.transpose(2, 0, 1)[None].astype(np.float32, order="C")   # contiguous: ONNX Runtime would copy it
 
 
 def decode_centerface(heatmap: np.ndarray, log_size: np.ndarray, offset: np.ndarray, threshold: float):
