@@ -4,7 +4,7 @@ import pytest
 
 from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy
 from pii_blur import sphere
-from pii_blur.blur import MODES, BlurStyle, blur_detections, blur_ellipse, blur_mask, pixelate, style_for
+from pii_blur.blur import MODES, BlurStyle, blur_detections, blur_ellipse, blur_mask, mix_into, pixelate, style_for
 from pii_blur.types import Detection
 
 # The astronaut shrunk 14x and pasted into the full-size photo: a real face
@@ -187,3 +187,21 @@ def test_mode_is_a_cli_option_and_part_of_the_settings_fingerprint():
         parser.parse_args(["in", "out", "--mode", "smudge"])
     fingerprints = {BlurConfig(mode=mode).fingerprint() for mode in MODES}
     assert len(fingerprints) == len(MODES)   # a rerun in another mode redoes every file
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_mixing_rounds_and_clips_into_the_region_in_place(dtype):
+    """mix_into is region x (1 - alpha) + covered x alpha, rounded and clipped for integer pixels."""
+    rng = np.random.default_rng(7)
+    top = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
+    region = (rng.random((9, 11, 3)) * top).astype(dtype)
+    covered = (rng.random((9, 11, 3)) * 1.4 * top - 0.2 * top).astype(np.float32)   # some beyond the range
+    alpha = rng.random((9, 11)).astype(np.float32)
+    alpha[0, 0], alpha[0, 1] = 0.0, 1.0
+    expected = region.astype(np.float32) * (1 - alpha[:, :, None]) + covered * alpha[:, :, None]
+    if dtype != np.float32:
+        expected = np.clip(np.rint(expected), 0, top)
+    original = region.copy()
+    mix_into(region, covered, alpha)
+    np.testing.assert_array_equal(region, expected.astype(dtype))
+    assert region.dtype == dtype and (region[0, 0] == original[0, 0]).all()
