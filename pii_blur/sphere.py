@@ -287,7 +287,6 @@ def direction_to_view_pixel(view: View, directions: np.ndarray) -> tuple[np.ndar
     return u, v, valid
 
 
-
 def view_margin_deg(view: View, directions: np.ndarray) -> np.ndarray:
     """Angle in degrees from each direction (..., 3) to the view's border; negative outside.
 
@@ -543,8 +542,13 @@ def view_maps(pano_width: int, pano_height: int, view: View) -> tuple[np.ndarray
     Read-only and made once per process per (panorama size, view) (_SharedMaps).
     Columns wrap across the seam (use with cv2.BORDER_WRAP); rows are clamped at the poles.
     """
+    return _shared_maps(pano_width, pano_height, view, wait=True)
+
+
+def _shared_maps(pano_width: int, pano_height: int, view: View, wait: bool) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """view_maps through _VIEW_MAPS; None when `wait` is False and another thread is making them."""
     return _VIEW_MAPS.get((pano_width, pano_height, view),
-                          functools.partial(_fixed_maps, pano_width, pano_height, view))
+                          functools.partial(_fixed_maps, pano_width, pano_height, view), wait)
 
 
 def _fixed_maps(pano_width: int, pano_height: int, view: View) -> tuple[np.ndarray, np.ndarray]:
@@ -648,8 +652,7 @@ def render_views(equirect: np.ndarray, views: Sequence[View]) -> list[np.ndarray
     pano_height, pano_width = equirect.shape[:2]
     for view in views:
         if _equirect_crop(view, pano_width, pano_height) is None:
-            _VIEW_MAPS.get((pano_width, pano_height, view),
-                           functools.partial(_fixed_maps, pano_width, pano_height, view), wait=False)
+            _shared_maps(pano_width, pano_height, view, wait=False)
     return [render_view(equirect, view) for view in views]
 
 
