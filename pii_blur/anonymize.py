@@ -200,13 +200,18 @@ PANO_SEARCH_ENV = "PII_BLUR_PANO_SEARCH"
 POLAR_PITCH_DEG = sphere.LAYOUTS[sphere.DEFAULT_LAYOUT].band_half_deg
 
 
+def pano_search_overrides() -> str:
+    """$PII_BLUR_PANO_SEARCH as given (stripped), "" when unset."""
+    return os.environ.get(PANO_SEARCH_ENV, "").strip()
+
+
 def pano_search() -> PanoSearch:
     """PANO_SEARCH with the overrides of $PII_BLUR_PANO_SEARCH, e.g. "ring_resolution=0.8,layout=NAME".
 
     Raises:
         ValueError: an unknown field or a malformed value; the message lists the fields.
     """
-    overrides = os.environ.get(PANO_SEARCH_ENV, "").strip()
+    overrides = pano_search_overrides()
     if not overrides:
         return PANO_SEARCH
     fields = {field.name for field in dataclasses.fields(PanoSearch)}

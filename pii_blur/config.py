@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from typing import Optional
 
-from pii_blur.anonymize import PANO_SEARCH_ENV
+from pii_blur.anonymize import pano_search_overrides
 from pii_blur.blur import DEFAULT_MODE
 from pii_blur.imageio import MAX_PIXELS
 from pii_blur.manifest import settings_fingerprint
@@ -66,7 +65,7 @@ class BlurConfig:
         --models the value is what it was before models were configurable.
         """
         base = settings_fingerprint(self.classes, self.min_probability, self.projection, self.mode,
-                                    self.precisions(), os.environ.get(PANO_SEARCH_ENV, "").strip())
+                                    self.precisions(), pano_search_overrides())
         used = self.used_models()
         if not used:
             return base
