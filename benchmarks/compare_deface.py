@@ -2,10 +2,15 @@
 
     python benchmarks/compare_deface.py DATA_DIR [--synthetic 4] [--width 5760] [--repeats 3]
         [--workdir DIR] [--blur-eval /work/shared/tools/blur_eval.py] [--pii-blur-args "..."]
+        [--pii-blur-python PYTHON]
 
 DATA_DIR is the evaluation data folder (faces/, plates/). deface 1.5.0 is
 installed into its own throwaway virtual environment (it pulls
-opencv-python, which must not touch ours). Two sets:
+opencv-python, which must not touch ours). pii-blur runs from a plain
+install's environment too, as the README's "Try it" makes it (`pip install .`,
+no test or backend extras, which make Beam's import load cloud clients: 0.6
+against 1.2 s), with this checkout's code (PYTHONPATH), unless
+--pii-blur-python names another interpreter. Two sets:
 
 - panoramas: synthetic labelled 5760x2880 panoramas (benchmarks/make_panoramas.py,
   JPEG q92, faces and plates in every pitch band, poles and seam included);
@@ -29,6 +34,7 @@ throughput ratio pii-blur / deface.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -57,6 +63,21 @@ def ensure_deface(venv: str) -> str:
         subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", f"deface=={DEFACE_VERSION}",
                         "onnxruntime", "onnx"], check=True)   # deface's onnxrt backend imports onnx
     return deface
+
+
+def ensure_plain_install(venv: str) -> str:
+    """The Python of a plain `pip install .` of this checkout in `venv`, installed again when setup.py changes."""
+    python = os.path.join(venv, "bin", "python")
+    stamp = os.path.join(venv, "pii-blur-setup.sha256")
+    with open(os.path.join(ROOT, "setup.py"), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if not os.path.exists(stamp) or open(stamp).read() != digest:
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", ROOT], check=True)
+        with open(stamp, "w") as f:
+            f.write(digest)
+    return python
 
 
 def run_deface(argv: list[str]) -> int:
@@ -141,6 +162,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sets", default="panoramas,flat", help="which sets (default panoramas,flat)")
     parser.add_argument("--pii-blur-args", default="", help="more pii-blur CLI options, one string (default none)")
     parser.add_argument("--workdir", default=None, help="scratch folder, kept (default: a temporary one, deleted)")
+    parser.add_argument("--pii-blur-python", default=None,
+                        help="the Python that runs pii-blur (default: a plain install in TMPDIR/pii-blur-plain-venv)")
     parser.add_argument("--deface-venv", default=os.path.join(tempfile.gettempdir(), "pii-blur-deface-venv"),
                         help="where deface is installed (default: TMPDIR/pii-blur-deface-venv)")
     parser.add_argument("--blur-eval", default=recall_sweep.DEFAULT_BLUR_EVAL,
@@ -149,8 +172,9 @@ def main(argv=None) -> int:
     scratch = args.workdir or tempfile.mkdtemp(prefix="pii-blur-vs-deface-")
     os.makedirs(scratch, exist_ok=True)
     deface = ensure_deface(args.deface_venv)
+    python = args.pii_blur_python or ensure_plain_install(os.path.join(tempfile.gettempdir(), "pii-blur-plain-venv"))
     commands = {
-        "pii-blur": f"{shlex.quote(sys.executable)} -m pii_blur.cli {{input}} {{output}} {args.pii_blur_args}",
+        "pii-blur": f"{shlex.quote(python)} -m pii_blur.cli {{input}} {{output}} {args.pii_blur_args}",
         "deface": f"{shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(__file__))} --run-deface "
                   f"{shlex.quote(deface)} {{input}} {{output}}",
     }

@@ -15,7 +15,9 @@ detector's threshold at MIN_PERCENTAGE_PROBABILITY 40) covers at least half
 of its box. This is a proxy for blur recall (benchmarks/eval.py and
 ../shared/tools/blur_eval.py judge the pixels); it is for ranking policies.
 Policies are interleaved photo by photo, so the machine's other load falls on
-all alike; seconds are the median per photo of detect() on one thread.
+all alike; seconds are the median per photo of detect() on one thread. The
+last policy is the reference: each other one's "lost" and "gained" count the
+plates that the reference found and it did not, and the other way round.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def main() -> int:
     policies = [int(v) for v in args.policies.split(",")]
     labels = json.loads((args.plates_dir / "labels.json").read_text())
     detector = ppocr_plate.PlateDetector(DetectorConfig(min_probability=0.4, threads=1, precision=args.precision))
-    found = {(s, p): 0 for s in short_sides for p in policies}
+    found = {(s, p): set() for s in short_sides for p in policies}
     seconds = {(s, p): [] for s in short_sides for p in policies}
     total = 0
     for name in sorted(labels)[::args.stride]:
@@ -76,13 +78,17 @@ def main() -> int:
                 start = time.perf_counter()
                 detections = [d for d in detector.detect([rgb])[0] if d.score >= detector.threshold]
                 seconds[short, policy].append(time.perf_counter() - start)
-                found[short, policy] += sum(covered(np.array(b) * factor, detections) for b in boxes)
+                found[short, policy].update((name, index) for index, b in enumerate(boxes)
+                                            if covered(np.array(b) * factor, detections))
     print(f"{total} labelled plates, {args.precision}; found share and median seconds per photo")
-    print(f"{'short side':>10} {'MIN_SHORT_SIDE':>14} {'found':>7} {'recall':>7} {'s/photo':>8}")
+    print(f"{'short side':>10} {'MIN_SHORT_SIDE':>14} {'found':>7} {'recall':>7} {'lost':>5} {'gained':>6} "
+          f"{'s/photo':>8}")
     for short in short_sides:
+        reference = found[short, policies[-1]]
         for policy in policies:
-            print(f"{short:>10} {policy:>14} {found[short, policy]:>7} {found[short, policy] / total:>7.3f} "
-                  f"{statistics.median(seconds[short, policy]):>8.3f}")
+            here = found[short, policy]
+            print(f"{short:>10} {policy:>14} {len(here):>7} {len(here) / total:>7.3f} {len(reference - here):>5} "
+                  f"{len(here - reference):>6} {statistics.median(seconds[short, policy]):>8.3f}")
     return 0
 
 
