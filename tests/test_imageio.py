@@ -1,15 +1,16 @@
 import io
 import os
 import subprocess
+import zlib
 
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, PngImagePlugin
 
 import fidelity_inputs
 from conftest import ASTRONAUT_FACE_BOX, add_metadata, high_frequency_energy, jpeg_bytes
-from hostile_corpus import png_raw, ycck_jpeg
+from hostile_corpus import png_chunk, png_raw, ycck_jpeg
 from pii_blur import anonymize, imageio
 from pii_blur.blur import blur_mask
 from pii_blur.metadata import MetadataWriter
@@ -161,6 +162,62 @@ def test_grey_with_alpha_sixteen_bit_png_keeps_sixteen_bits():
     for channel in range(3):
         assert np.array_equal(image.pixels[:, :, channel], grey_alpha[:, :, 0])
     assert np.array_equal(image.pixels[:, :, 3], grey_alpha[:, :, 1])
+
+
+def _counting_png_loads(monkeypatch) -> list:
+    """A list that grows by one each time Pillow decodes a PNG's pixels."""
+    loads = []
+    original = PngImagePlugin.PngImageFile.load
+
+    def load(self):
+        if self.tile:   # pixels still to decode
+            loads.append(self)
+        return original(self)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
+    return loads
+
+
+def _with_chunk_after_image_data(data: bytes, chunk: bytes) -> bytes:
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + chunk + data[end:]
+
+
+def test_a_sound_sixteen_bit_png_is_decoded_once(monkeypatch):
+    """OpenCV alone reads a 16-bit colour PNG whose chunks are whole and whose CRCs are right, the
+    same pixels as OpenCV after Pillow's validating load; an eXIf after the image data is still read."""
+    stored, data = fidelity_inputs.astronaut16(3), fidelity_inputs.rgb16_png()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    late_exif = _with_chunk_after_image_data(data, png_chunk(b"eXIf", exif.tobytes()))
+    loads = _counting_png_loads(monkeypatch)
+    image = imageio.decode(data)
+    assert (image.mode, image.orientation, loads) == ("RGB;16", 1, [])
+    assert np.array_equal(image.pixels, stored)
+    image = imageio.decode(late_exif)
+    assert image.orientation == 6 and np.array_equal(image.pixels, stored)
+
+
+@pytest.mark.parametrize("damage", ["crc", "cut", "stream"])
+def test_a_damaged_sixteen_bit_png_is_refused_with_pillows_reason(monkeypatch, capfd, damage):
+    """Broken chunks go to Pillow's load, which names the fault (libpng, in OpenCV, would print it on
+    stderr); a corrupt compressed stream inside sound chunks still gets Pillow's reason."""
+    data = bytearray(fidelity_inputs.rgb16_png())
+    idat = data.index(b"IDAT")   # OpenCV writes several; damage the first
+    if damage == "crc":
+        data[idat + 100] ^= 0xFF
+    elif damage == "cut":
+        data = data[:len(data) // 2]
+    else:   # one IDAT (png_raw) whose rows have an unknown filter type
+        pixels = fidelity_inputs.astronaut16(3)
+        rows = b"".join(b"\x07" + row.astype(">u2").tobytes() for row in pixels)
+        data = png_raw(pixels.shape[1], pixels.shape[0], 16, 2, rows)
+    loads = _counting_png_loads(monkeypatch)
+    with pytest.raises(imageio.ImageError, match="corrupt or truncated png"):
+        imageio.decode(bytes(data))
+    assert len(loads) == 1
+    if damage != "stream":
+        assert "libpng" not in capfd.readouterr().err
 
 
 FACE = Detection("face", 0.99, ASTRONAUT_FACE_BOX)
