@@ -195,7 +195,8 @@ def decode(data: bytes, max_pixels: int | None = None) -> DecodedImage:
                 raise ImageError(f"corrupt {fmt}: {width}x{height} pixels")
             # Pillow turns a TIFF upright as it loads it, and drops the tag.
             tiff_orientation = _orientation(image) if fmt == "tiff" else 1
-            png_chunk_types = _sound_png_chunk_types(data) if _is_sixteen_bit_png(data, fmt, image) else None
+            sixteen_bit_png = fmt == "png" and _is_sixteen_bit_colour(data, fmt, image)
+            png_chunk_types = _sound_png_chunk_types(data) if sixteen_bit_png else None
             if png_chunk_types is None:
                 image.load()
     except ImageError:
@@ -267,11 +268,6 @@ def _is_sixteen_bit_colour(data: bytes, fmt: str, image: Image.Image) -> bool:
     return False
 
 
-def _is_sixteen_bit_png(data: bytes, fmt: str, image: Image.Image) -> bool:
-    """A 16-bit colour PNG (see _is_sixteen_bit_colour), from its header alone."""
-    return fmt == "png" and _is_sixteen_bit_colour(data, fmt, image)
-
-
 def _sound_png_chunk_types(data: bytes) -> Optional[list[bytes]]:
     """The chunk types of a PNG whose chunks are whole, CRCs right, from IHDR to a final IEND; else None.
 
@@ -283,7 +279,7 @@ def _sound_png_chunk_types(data: bytes) -> Optional[list[bytes]]:
     types = []
     try:
         for kind, payload, _start, end in pictures.png_chunks(data):
-            if int.from_bytes(data[end - 4:end], "big") != zlib.crc32(kind + payload):
+            if int.from_bytes(data[end - 4:end], "big") != zlib.crc32(payload, zlib.crc32(kind)):
                 return None
             types.append(kind)
     except pictures.PictureError:
