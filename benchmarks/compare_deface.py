@@ -28,7 +28,8 @@ does not change between runs) and throughput is the median.
 Prints per set a Markdown table: recall by pitch band (|pitch| < 30, 30-55,
 > 55 degrees, seam; panoramas) and by object height (< 16, 16-32, 32-64,
 >= 64 px), collateral, median wall seconds, images per second and the
-throughput ratio pii-blur / deface.
+throughput ratio pii-blur / deface, of the medians and of each repeat's pair of runs (which ran
+back to back, so the machine's other load falls on both alike).
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def print_table(title: str, set_dir: str, runs: dict[str, list[dict]], panoramas
     print("| wall s, median (runs) | | " + " | ".join(f"{walls[n]:.1f} ({', '.join(map(str, spread[n]))})"
                                                    for n in names) + " |")
     print("| images / s | | " + " | ".join(f"{images / walls[n]:.2f}" for n in names) + " |")
-    print(f"\nthroughput pii-blur / deface: {walls['deface'] / walls['pii-blur']:.2f}x")
+    per_repeat = [d["summary"]["seconds"] / p["summary"]["seconds"] for p, d in zip(runs["pii-blur"], runs["deface"])]
+    print(f"\nthroughput pii-blur / deface: {walls['deface'] / walls['pii-blur']:.2f}x "
+          f"(each repeat's pair: {', '.join(f'{r:.2f}' for r in per_repeat)})")
 
 
 def main(argv=None) -> int:
