@@ -17,8 +17,10 @@ activations set a step too coarse for the rest (face blur recall fell 1.9
 points with them, and none with the percentile). Each photo is fed exactly as
 the detector feeds a photo (the detector module's own `preprocess`).
 
-The result is deterministic for a given onnxruntime version: the photos are
-taken in sorted order, every CALIBRATION_STRIDE-th one of each folder.
+The photos are taken in sorted order, every CALIBRATION_STRIDE-th one of each
+folder, and with onnxruntime 1.32 the result was the vendored bytes in two of
+three runs; the third folded CenterFace's last ReLU into the convolution
+before it. Compare the printed hashes with weights/NOTICE before vendoring.
 """
 
 from __future__ import annotations
