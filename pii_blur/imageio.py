@@ -276,17 +276,11 @@ def _sound_png_chunk_types(data: bytes) -> Optional[list[bytes]]:
     16-bit dev PNGs). A PNG that fails this is loaded by Pillow, which names
     what is wrong; libpng, inside OpenCV, would print it on stderr instead.
     """
-    types = []
-    try:
-        for kind, payload, _start, end in pictures.png_chunks(data):
-            if int.from_bytes(data[end - 4:end], "big") != zlib.crc32(payload, zlib.crc32(kind)):
-                return None
-            types.append(kind)
-    except pictures.PictureError:
+    chunks = pictures.whole_png_chunks(data)
+    if chunks is None or any(int.from_bytes(data[end - 4:end], "big") != zlib.crc32(payload, zlib.crc32(kind))
+                             for kind, payload, _start, end in chunks):
         return None
-    if not types or types[0] != b"IHDR" or types[-1] != b"IEND" or end != len(data):
-        return None
-    return types
+    return [kind for kind, _payload, _start, _end in chunks]
 
 
 def _decode_sixteen_bit_colour(data: bytes, fmt: str, image: Image.Image, orientation: int,

@@ -80,11 +80,8 @@ def copy_png_metadata(source_bytes: bytes, target_bytes: bytes, thumbnail_jpeg: 
     """
     if pictures.container_of(source_bytes) != "png":
         return None
-    try:
-        chunks = list(pictures.png_chunks(source_bytes))
-    except pictures.PictureError:   # a chunk runs past the end
-        return None
-    if not chunks or chunks[0][0] != b"IHDR" or chunks[-1][0] != b"IEND" or chunks[-1][3] != len(source_bytes):
+    chunks = pictures.whole_png_chunks(source_bytes)
+    if chunks is None:
         return None
     copied: dict[str, tuple[bytes, bytes]] = {}
     for kind, payload, _start, _end in chunks:

@@ -248,6 +248,17 @@ def png_chunks(data: bytes):
             return
 
 
+def whole_png_chunks(data: bytes) -> Optional[list[tuple[bytes, bytes, int, int]]]:
+    """png_chunks of a PNG that runs whole from IHDR to a final IEND at its very end; else None."""
+    try:
+        chunks = list(png_chunks(data))
+    except PictureError:   # a chunk runs past the end
+        return None
+    if not chunks or chunks[0][0] != b"IHDR" or chunks[-1][0] != b"IEND" or chunks[-1][3] != len(data):
+        return None
+    return chunks
+
+
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
     """A PNG chunk: length, type, payload, CRC."""
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
