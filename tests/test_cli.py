@@ -7,6 +7,7 @@ import skimage.data
 
 from conftest import jpeg_bytes
 from pii_blur import cli
+from pii_blur.pipeline import runners
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +22,7 @@ def test_defaults_and_local_runner(tmp_path):
     beam_args = runner.beam_args
     assert args.config.classes == ("face", "plate") and args.config.min_probability == 0.4
     assert args.report == str(tmp_path / "out") + "/pii-blur-report.jsonl"
-    assert beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=multi_threading"]
+    assert beam_args[:2] == [f"--runner={runners.LOCAL_RUNNER}", "--direct_running_mode=multi_threading"]
     assert "--direct_num_workers=2" in beam_args
     assert args.config.threads == 1 and args.config.progress_dir is None   # the progress folder is made by run()
     assert runner.is_local
@@ -33,16 +34,16 @@ def test_defaults_and_local_runner(tmp_path):
                                            (5, "multi_processing"), (16, "multi_processing")])
 def test_local_workers_are_threads_for_a_few_and_processes_for_many(tmp_path, workers, mode):
     _, runner = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", str(workers)])
-    assert runner.beam_args[:2] == ["--runner=FnApiRunner", f"--direct_running_mode={mode}"]
+    assert runner.beam_args[:2] == [f"--runner={runners.LOCAL_RUNNER}", f"--direct_running_mode={mode}"]
     _, runner = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", str(workers),
                                 "--direct_running_mode=multi_processing"])
-    assert runner.beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=multi_processing"]
+    assert runner.beam_args[:2] == [f"--runner={runners.LOCAL_RUNNER}", "--direct_running_mode=multi_processing"]
 
 
 def test_direct_runner_is_made_offline_and_other_runners_pass_through(tmp_path):
     _, runner = cli.parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--runner", "DirectRunner",
                                 "--workers", "1"])
-    assert runner.beam_args[:2] == ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+    assert runner.beam_args[:2] == [f"--runner={runners.LOCAL_RUNNER}", "--direct_running_mode=in_memory"]
     _, runner = cli.parse_args([str(tmp_path / "a"), "gs://bucket/out", "--runner=DataflowRunner", "--project=p"])
     assert runner.beam_args == ["--runner=DataflowRunner", "--project=p"] and not runner.is_dask
     assert not runner.is_local

@@ -16,6 +16,7 @@ from PIL import Image
 
 from conftest import ASTRONAUT_FACE_BOX, high_frequency_energy, jpeg_bytes, render_car_with_plate
 from pii_blur import imageio, pipeline
+from pii_blur.pipeline import runners
 from pii_blur.config import BlurConfig
 from pii_blur.storage import list_inputs
 from pii_blur.transforms.match import balanced_groups
@@ -179,7 +180,7 @@ def test_two_worker_threads_write_the_same_files_as_one_worker(tmp_path, astrona
         args = pipeline.RunArgs(input=str(src), output=str(out), report=str(out / "report.jsonl"),
                                 config=BlurConfig(threads=1), started_at=0.0, workers=workers, inputs=listed,
                                 shares=workers)
-        options = PipelineOptions(["--runner=FnApiRunner", f"--direct_running_mode={mode}",
+        options = PipelineOptions([f"--runner={runners.LOCAL_RUNNER}", f"--direct_running_mode={mode}",
                                    f"--direct_num_workers={workers}"])
         with TestPipeline(options=options, blocking=True) as p:
             reports = pipeline.build(p, args)

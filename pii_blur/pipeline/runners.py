@@ -1,8 +1,10 @@
 """Choosing and preparing the Beam runner from the command line's arguments.
 
-- No --runner (or DirectRunner): Beam's FnApiRunner, which never contacts the
-  network (the DirectRunner first tries to download Prism), with --workers
-  threads of one process, or processes for more than THREADS_UP_TO workers.
+- No --runner (or DirectRunner, or FnApiRunner): Beam's FnApiRunner, which
+  never contacts the network (the DirectRunner first tries to download
+  Prism), with --workers threads of one process, or processes for more than
+  THREADS_UP_TO workers. It runs as local_runner.LocalRunner, whose thread
+  workers hand on whole elements (Beam's own can cut them in two).
 - --runner dask: Beam's DaskRunner on a dask.distributed cluster, either the
   one at --dask-address or a LocalCluster of --workers processes on
   127.0.0.1 that lives for the run.
@@ -16,8 +18,8 @@ import contextlib
 import dataclasses
 from typing import Iterator, Optional
 
-LOCAL_RUNNER = "FnApiRunner"
-LOCAL_RUNNER_ALIASES = {"directrunner", "fnapirunner", "direct", "fnapi"}
+LOCAL_RUNNER = "pii_blur.pipeline.local_runner.LocalRunner"
+LOCAL_RUNNER_ALIASES = {"directrunner", "fnapirunner", "direct", "fnapi", LOCAL_RUNNER.lower()}
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_RUNNER_ALIASES = {"dask", "daskrunner", DASK_RUNNER.lower()}
 # Local workers are threads of one process up to this many, processes beyond.
