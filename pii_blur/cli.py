@@ -37,7 +37,7 @@ from pii_blur.models.base import DEFAULT_PRECISION, DEVICES, PRECISIONS  # noqa:
 from pii_blur.models.model_config import ModelConfigError, load_model_config  # noqa: E402
 from pii_blur.pipeline import runners  # noqa: E402
 from pii_blur.storage import list_inputs  # noqa: E402
-from pii_blur.report_files import iter_report, read_summary  # noqa: E402
+from pii_blur.report_files import iter_report, read_summary, unreported  # noqa: E402
 
 LOG = logging.getLogger("pii_blur")
 SAMPLE = "@sample"
@@ -261,7 +261,20 @@ def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
         plan.write_index(args.output, iter_report(args.report), planning.run_id)
     except (OSError, ValueError) as error:
         LOG.warning("could not write the index of finished inputs (the next run reads their records): %s", error)
-    return read_summary(args.report)
+    summary = read_summary(args.report)
+    if args.inputs is not None:   # listed at launch: each must have its report line
+        summary["unreported"] = _unreported(args)
+    return summary
+
+
+def _unreported(args: pii_pipeline.RunArgs) -> int:
+    """How many inputs listed at launch have no report line; the first few are logged as errors."""
+    missing = unreported((item.url for item in args.inputs), args.report)
+    for url in missing[:SHOWN_FAILURES]:
+        LOG.error("no report line for %s: the runner lost it (run again: the next run reports it)", url)
+    if len(missing) > SHOWN_FAILURES:
+        LOG.error("... and %d more inputs without a report line", len(missing) - SHOWN_FAILURES)
+    return len(missing)
 
 
 def _count_inputs(args: pii_pipeline.RunArgs) -> int:
@@ -309,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
           f"report: {args.report}")
     if args.review:
         print(f"pii-blur: review page: {review.build_review(args.report, args.review)}")
+    if summary.get("unreported"):
+        return 3
     return 1 if summary["failed"] else 0
 
 

@@ -186,6 +186,19 @@ def iter_report(report_url: str) -> Iterator[dict]:
                     yield json.loads(line)
 
 
+def unreported(urls: Iterable[str], report_url: str) -> list[str]:
+    """The input URLs that have no line in the report at `report_url`, sorted.
+
+    A run must end every input it was given as a report line; one missing
+    means a runner lost it, and it is neither published nor reported.
+    Memory: the set of `urls`.
+    """
+    missing = set(urls)
+    for record in iter_report(report_url):
+        missing.discard(record.get("path"))
+    return sorted(missing)
+
+
 TAIL_BYTES = 1 << 16
 
 

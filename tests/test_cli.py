@@ -102,6 +102,26 @@ def test_cli_end_to_end_with_two_worker_processes(tmp_path, astronaut):
     assert not list((tmp_path / "blurred").rglob(".pii-blur-tmp-*"))
 
 
+def test_an_input_that_the_runner_loses_fails_the_run_by_name(tmp_path):
+    """Inputs listed at launch that end with no report line (a runner lost them) are named on
+    stderr and the run exits with status 3, even though the summary counts no failure."""
+    source = tmp_path / "photos"
+    source.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (source / name).write_bytes(jpeg_bytes(skimage.data.rocket()))
+    script = ("import dataclasses, sys\n"
+              "from pii_blur import cli\n"
+              "run_beam = cli._run_beam\n"
+              "def losing_one(args, beam_args):   # the pipeline never sees the first listed input\n"
+              "    run_beam(dataclasses.replace(args, inputs=args.inputs[1:]), beam_args)\n"
+              "cli._run_beam = losing_one\n"
+              f"sys.exit(cli.main([{str(source)!r}, {str(tmp_path / 'out')!r}, '--workers', '2']))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert f"no report line for file://{source}/a.jpg: the runner lost it" in result.stderr
+    assert "2 files: 2 copied" in result.stdout
+
+
 def test_the_terminal_stays_quiet_when_beam_warns_at_import(tmp_path):
     """Without Google's API clients (a plain install) Beam's import warns through the root
     logger, which used to leave a stderr handler there that printed every library's INFO."""

@@ -51,6 +51,14 @@ def test_the_merged_report_is_sorted_with_the_summary_last(tmp_path, monkeypatch
     assert not os.path.exists(report_files.parts_folder(report))
 
 
+@pytest.mark.parametrize("merge", [True, False])
+def test_inputs_without_a_report_line_are_named(tmp_path, merge):
+    reports = synthetic_reports(0, 12)
+    report = write(tmp_path, reports[2:], merge=merge)
+    assert report_files.unreported((r.path for r in reports), report) == sorted(r.path for r in reports[:2])
+    assert report_files.unreported((r.path for r in reports[2:]), report) == []
+
+
 def test_unmerged_parts_are_read_as_a_report(tmp_path):
     """A cluster run keeps its parts; the summary, the lines and the review page read them."""
     reports = synthetic_reports(0, 30)
