@@ -7,8 +7,9 @@ DATA_BUFFER_TIME_LIMIT_MS), whatever the worker is writing at that moment.
 A flush in the middle of an element cuts it in two messages. When the next
 stage's input is shared among the workers, message by message, the halves
 reach different workers, which decode garbage: a None, an error, or
-elements that are silently lost. A local pii-blur run lost 57 of its 10,000
-report lines this way, and others crashed on a None report
+elements in no window, which every later step skips without a word. A
+local pii-blur run lost 57 of its 10,000 report lines this way, and
+others crashed on a None report
 (tests/test_local_runner.py makes a stage that writes for seconds; plain
 FnApiRunner corrupted it in 10 runs of 10).
 
