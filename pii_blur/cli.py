@@ -242,7 +242,7 @@ def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
     if runner.is_dask:   # the DaskRunner needs the inputs listed at launch (runners.dask_args)
         args = dataclasses.replace(args, inputs=tuple(plan.list_planned(args.input, args.output, args.report,
                                                                         planning)))
-    elif runner.is_fnapi and args.workers > 1:   # to give each worker an equal share (MatchImages)
+    elif runner.is_fnapi:   # each worker gets an equal share (MatchImages), and every input is checked in the report
         args = dataclasses.replace(args, inputs=tuple(plan.list_planned(args.input, args.output, args.report,
                                                                         planning)),
                                    shares=args.workers)

@@ -102,7 +102,8 @@ def test_cli_end_to_end_with_two_worker_processes(tmp_path, astronaut):
     assert not list((tmp_path / "blurred").rglob(".pii-blur-tmp-*"))
 
 
-def test_an_input_that_the_runner_loses_fails_the_run_by_name(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_input_that_the_runner_loses_fails_the_run_by_name(tmp_path, workers):
     """Inputs listed at launch that end with no report line (a runner lost them) are named on
     stderr and the run exits with status 3, even though the summary counts no failure."""
     source = tmp_path / "photos"
@@ -115,7 +116,7 @@ def test_an_input_that_the_runner_loses_fails_the_run_by_name(tmp_path):
               "def losing_one(args, beam_args):   # the pipeline never sees the first listed input\n"
               "    run_beam(dataclasses.replace(args, inputs=args.inputs[1:]), beam_args)\n"
               "cli._run_beam = losing_one\n"
-              f"sys.exit(cli.main([{str(source)!r}, {str(tmp_path / 'out')!r}, '--workers', '2']))")
+              f"sys.exit(cli.main([{str(source)!r}, {str(tmp_path / 'out')!r}, '--workers', {workers!r}]))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 3, result.stderr[-2000:]
     assert f"no report line for file://{source}/a.jpg: the runner lost it" in result.stderr
