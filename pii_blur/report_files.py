@@ -190,7 +190,7 @@ def unreported(urls: Iterable[str], report_url: str) -> list[str]:
     """The input URLs that have no line in the report at `report_url`, sorted.
 
     A run must end every input it was given as a report line; one missing
-    means a runner lost it, and it is neither published nor reported.
+    means a runner lost it, after or before its output was written.
     Memory: the set of `urls`.
     """
     missing = set(urls)

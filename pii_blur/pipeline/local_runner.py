@@ -8,10 +8,9 @@ A flush in the middle of an element cuts it in two messages. When the next
 stage's input is shared among the workers, message by message, the halves
 reach different workers, which decode garbage: a None, an error, or
 elements in no window, which every later step skips without a word. A
-local pii-blur run lost 57 of its 10,000 report lines this way, and
-others crashed on a None report
-(tests/test_local_runner.py makes a stage that writes for seconds; plain
-FnApiRunner corrupted it in 10 runs of 10).
+local pii-blur run lost 57 of its 10,000 report lines this way, and others
+crashed on a None report. tests/test_local_runner.py makes a stage that
+writes for seconds; plain FnApiRunner corrupted it in 10 runs of 10.
 
 multi_processing mode and distributed runners flush by size only, between
 elements. LocalRunner asks the same of the thread workers: their
