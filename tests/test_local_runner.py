@@ -4,6 +4,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pii_blur.pipeline import runners
@@ -41,7 +42,7 @@ def test_thread_workers_pass_every_element_of_a_long_stage_whole():
     options = PipelineOptions([f"--runner={runners.LOCAL_RUNNER}", "--direct_running_mode=multi_threading",
                                "--direct_num_workers=2"])
     groups = [list(range(ELEMENTS - 1)), [ELEMENTS - 1]]   # one long writer, as 9,900 resumed inputs make
-    with beam.Pipeline(options=options) as p:
+    with TestPipeline(options=options, blocking=True) as p:
         written = (p | "Groups" >> beam.Create(groups) | beam.Reshuffle()
                    | beam.FlatMap(_elements).with_output_types(SlowToEncode))
         other = p | "Other" >> beam.Create([SlowToEncode(-1)]).with_output_types(SlowToEncode)
