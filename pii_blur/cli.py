@@ -36,7 +36,6 @@ from pii_blur.imageio import MAX_PIXELS  # noqa: E402
 from pii_blur.models.base import DEFAULT_PRECISION, DEVICES, PRECISIONS  # noqa: E402
 from pii_blur.models.model_config import ModelConfigError, load_model_config  # noqa: E402
 from pii_blur.pipeline import runners  # noqa: E402
-from pii_blur.storage import list_inputs  # noqa: E402
 from pii_blur.report_files import iter_report, read_summary, unreported  # noqa: E402
 
 LOG = logging.getLogger("pii_blur")
@@ -250,7 +249,7 @@ def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
     if runner.is_local:
         progress_dir = progress.make_progress_dir()
         args = dataclasses.replace(args, config=dataclasses.replace(args.config, progress_dir=progress_dir))
-        monitor = progress.ProgressMonitor(progress_dir, functools.partial(_count_inputs, args))
+        monitor = progress.ProgressMonitor(progress_dir, functools.partial(len, args.inputs))   # listed above
     with monitor:
         if not runner.is_dask:
             _run_beam(args, runner.beam_args)
@@ -275,13 +274,6 @@ def _unreported(args: pii_pipeline.RunArgs) -> int:
     if len(missing) > SHOWN_FAILURES:
         LOG.error("... and %d more inputs without a report line", len(missing) - SHOWN_FAILURES)
     return len(missing)
-
-
-def _count_inputs(args: pii_pipeline.RunArgs) -> int:
-    """Inputs of the run, for the progress display: those listed at launch, else a listing."""
-    if args.inputs is not None:
-        return len(args.inputs)
-    return len(list_inputs(args.input, args.output, args.report))
 
 
 def _run_beam(args: pii_pipeline.RunArgs, beam_args: list[str]) -> None:
