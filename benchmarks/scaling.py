@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 RUNS = {
     "local1": ["--workers", "1"],
     "local2": ["--workers", "2"],   # the default for two workers: threads of one process
@@ -38,9 +39,9 @@ RUNS = {
 def fill(pano_dir: str, folder: str, count: int) -> None:
     """Copy `count` panoramas into `folder`: the JPEGs under pano_dir, cycled under new names."""
     sources = sorted(os.path.join(root, name) for root, _, names in os.walk(pano_dir)
-                     for name in names if name.lower().endswith((".jpg", ".jpeg")))
+                     for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
     if not sources:
-        raise SystemExit(f"no JPEG panoramas under {pano_dir}")
+        raise SystemExit(f"no JPEG or PNG images under {pano_dir}")
     for index in range(count):
         source = sources[index % len(sources)]
         shutil.copy(source, os.path.join(folder, f"{index:03d}-{os.path.basename(source)}"))
