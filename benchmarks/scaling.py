@@ -1,11 +1,11 @@
-"""Throughput with 1 and 2 local workers, and on Dask, on the same real panoramas.
+"""Throughput with 1 and 2 local workers, and on Dask, on the same real panoramas or flat photos.
 
     python benchmarks/scaling.py PANO_DIR [--count 20] [--runs local1,local2,processes2,local1x2,dask2] [--repeats 3]
 
-Fills a folder with --count panoramas (the JPEGs under PANO_DIR, cycled under
+Fills a folder with --count images (the JPEGs and PNGs under PANO_DIR, cycled under
 new names), then runs the CLI on it once per configuration and repeat, the
 configurations interleaved so that a slow spell of this noisy machine hits
-them alike. Prints, per configuration, the median wall time, panoramas per
+them alike. Prints, per configuration, the median wall time, files per
 minute, the median of the per-repeat speed-ups against one worker, the peak
 RSS of the largest process (for --workers 1 that is the worker itself), how
 many files each worker process handled (the report's worker field), and each
@@ -37,7 +37,8 @@ RUNS = {
 
 
 def fill(pano_dir: str, folder: str, count: int) -> None:
-    """Copy `count` panoramas into `folder`: the JPEGs under pano_dir, cycled under new names."""
+    """Copy `count` images into `folder`: the JPEGs and PNGs under pano_dir (panoramas, or flat photos), cycled
+    under new names."""
     sources = sorted(os.path.join(root, name) for root, _, names in os.walk(pano_dir)
                      for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
     if not sources:
@@ -104,12 +105,12 @@ def main() -> int:
         # the per-file work alone: one worker's busy seconds against the busiest worker's (threads: their share)
         work_speedup = statistics.median(sum(base["busy"].values()) / _slowest_busy(r, workers)
                                          for base, r in zip(results["local1"], runs))
-        print(f"{name:8} {seconds:6.1f} s  {60 * args.count / seconds:6.2f} panos/min  x{speedup:.2f} vs 1 worker  "
+        print(f"{name:8} {seconds:6.1f} s  {60 * args.count / seconds:6.2f} files/min  x{speedup:.2f} vs 1 worker  "
               f"(work alone x{work_speedup:.2f})  "
               f"peak RSS {max(r['peak_mib'] for r in runs):.0f} MiB  "
               f"files per worker {sorted(runs[-1]['workers'].values())}  "
               f"failed {sum(r['summary']['failed'] for r in runs)}  start-up, shuffle and tail {fixed:.1f} s")
-    print(f"({args.count} panoramas, {args.repeats} interleaved repeats, medians; 'x' is the median of each "
+    print(f"({args.count} files, {args.repeats} interleaved repeats, medians; 'x' is the median of each "
           f"repeat's throughput against local1; --threads defaults to 1; busy: the seconds of the report's "
           f"per-file timings, summed per worker process; a threads run reports one process, whose "
           f"busy seconds count as shared equally by its workers; 'work alone': local1's busy seconds "

@@ -105,7 +105,7 @@ def main() -> int:
     print(f"\nmedian: 1 process {statistics.median(singles):.1f} s ({per_file:.2f} s per file), "
           f"{args.workers} processes {statistics.median(slowest):.1f} s (slowest), x{statistics.median(ratios):.2f} "
           f"(ceiling {args.workers}); the slowest process took x{stretch:.2f} the time of 1/{args.workers} of "
-          f"the single run: contention and imbalance ({args.count} panoramas, {args.repeats} repeats)")
+          f"the single run: contention and imbalance ({args.count} files, {args.repeats} repeats)")
     shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
