@@ -38,7 +38,7 @@ from pii_blur.anonymize import PROJECTIONS  # noqa: E402
 from pii_blur.blur import DEFAULT_MODE, MODES  # noqa: E402
 from pii_blur.config import DEFAULT_BACKENDS, DEFAULT_CLASSES, REPORT_NAME, BlurConfig, prepare_models  # noqa: E402
 from pii_blur.imageio import MAX_PIXELS  # noqa: E402
-from pii_blur.models.base import DEFAULT_PRECISION, DEVICES, PRECISIONS  # noqa: E402
+from pii_blur.models.base import DEFAULT_PRECISION, DEVICES, PRECISIONS, build_ahead  # noqa: E402
 from pii_blur.models.model_config import ModelConfigError, load_model_config  # noqa: E402
 from pii_blur.pipeline import runners  # noqa: E402
 from pii_blur.report_files import iter_report, read_summary, unreported  # noqa: E402
@@ -242,6 +242,8 @@ def run(args: pii_pipeline.RunArgs, runner: runners.RunnerPlan) -> dict:
 
     Local runs show their progress (pii_blur.progress) on stderr.
     """
+    if runner.is_in_process:   # the workers' models load while Beam builds and starts the pipeline
+        build_ahead(args.config.backends(), args.config.detector_config())
     removed = storage.remove_stale_temps(args.output)
     if removed:
         LOG.warning("removed %d temporary files left by an interrupted run", removed)

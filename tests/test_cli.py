@@ -35,9 +35,11 @@ def test_defaults_and_local_runner(tmp_path):
 def test_local_workers_are_threads_for_a_few_and_processes_for_many(tmp_path, workers, mode):
     _, runner = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", str(workers)])
     assert runner.beam_args[:2] == [f"--runner={runners.LOCAL_RUNNER}", f"--direct_running_mode={mode}"]
+    assert runner.is_in_process == (mode != "multi_processing")
     _, runner = cli.parse_args([str(tmp_path / "in"), str(tmp_path / "out"), "--workers", str(workers),
                                 "--direct_running_mode=multi_processing"])
     assert runner.beam_args[:2] == [f"--runner={runners.LOCAL_RUNNER}", "--direct_running_mode=multi_processing"]
+    assert not runner.is_in_process
 
 
 def test_direct_runner_is_made_offline_and_other_runners_pass_through(tmp_path):
@@ -50,6 +52,7 @@ def test_direct_runner_is_made_offline_and_other_runners_pass_through(tmp_path):
     _, runner = cli.parse_args([str(tmp_path / "a"), str(tmp_path / "b"), "--runner", "dask",
                                 "--dask-address", "tcp://127.0.0.1:8786"])
     assert runner.is_dask and runner.dask_address == "tcp://127.0.0.1:8786" and not runner.is_local
+    assert not runner.is_in_process
     assert runner.beam_args == ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner"]
 
 
@@ -121,6 +124,35 @@ def test_an_input_that_the_runner_loses_fails_the_run_by_name(tmp_path, workers)
     assert result.returncode == 3, result.stderr[-2000:]
     assert f"no report line for file://{source}/a.jpg: the runner lost it" in result.stderr
     assert "2 files: 2 copied" in result.stdout
+
+
+@pytest.mark.parametrize("workers, built_on", [("1", "pii-blur-build-ahead"), ("2", "pii-blur-build-ahead"),
+                                               ("5", None)])
+def test_in_process_workers_get_the_models_built_while_beam_starts(tmp_path, astronaut, workers, built_on):
+    """With its workers in the launcher's process (one, or threads), a run builds each default
+    detector once, ahead, on a thread of its own; with worker processes the launcher builds none."""
+    source = tmp_path / "photos"
+    source.mkdir()
+    (source / "face.jpg").write_bytes(jpeg_bytes(astronaut))
+    script = ("import sys, threading\n"
+              "from pii_blur import cli\n"
+              "from pii_blur.models import base\n"
+              "build = base._build\n"
+              "def counted(name, config):\n"
+              "    print('built', name, threading.current_thread().name)\n"
+              "    return build(name, config)\n"
+              "base._build = counted\n"
+              f"code = cli.main([{str(source)!r}, {str(tmp_path / 'out')!r}, '--workers', {workers!r}])\n"
+              "print('left', len(base._BUILT_AHEAD))\n"
+              "sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    built = sorted(line for line in result.stdout.splitlines() if line.startswith("built "))
+    if built_on:
+        assert built == [f"built onnx-centerface {built_on}", f"built onnx-ppocr-plate {built_on}"]
+    else:   # the worker processes build their own, and print to their own stdout
+        assert built == []
+    assert "left 0" in result.stdout and "1 files: 0 copied, 0 cleaned of stale previews, 1 blurred" in result.stdout
 
 
 def test_the_terminal_stays_quiet_when_beam_warns_at_import(tmp_path):

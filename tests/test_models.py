@@ -1,5 +1,6 @@
 import os
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import skimage.data
 
 from conftest import ASTRONAUT_FACE_BOX, render_car_with_plate
-from pii_blur.models import DetectorConfig, available_detectors, create_detector, ppocr_plate
+from pii_blur.models import DetectorConfig, available_detectors, base, create_detector, ppocr_plate
 
 
 def above_threshold(detector, image):
@@ -243,3 +244,34 @@ def test_the_core_code_and_search_overrides_are_part_of_the_fingerprint(tmp_path
     monkeypatch.undo()
     monkeypatch.setenv("PII_BLUR_PANO_SEARCH", "ring_resolution=0.8")
     assert BlurConfig().fingerprint() != default
+
+
+def test_a_detector_built_ahead_is_handed_out_once(astronaut, monkeypatch):
+    built_on = []
+    build = base._build
+
+    def counted(name, config):
+        built_on.append((name, threading.current_thread().name))
+        return build(name, config)
+
+    monkeypatch.setattr(base, "_build", counted)
+    config = DetectorConfig(min_probability=0.41)   # a config of this test's own
+    base.build_ahead(["onnx-centerface", "onnx-ppocr-plate", "onnx-yolo", "no-such-backend"], config)
+    ahead = create_detector("onnx-centerface", config)
+    create_detector("onnx-ppocr-plate", config)
+    again = create_detector("onnx-centerface", config)
+    # Only the vendored-weights backends are built ahead; a model-file one and an unknown
+    # name are left to create_detector, which raises for them as before.
+    assert built_on == [("onnx-centerface", "pii-blur-build-ahead"), ("onnx-ppocr-plate", "pii-blur-build-ahead"),
+                        ("onnx-centerface", "MainThread")]
+    assert ahead is not again
+    assert above_threshold(ahead, astronaut) == above_threshold(again, astronaut) != []
+    assert not base._BUILT_AHEAD
+
+
+def test_a_detector_that_fails_to_build_ahead_raises_where_it_is_asked_for():
+    config = DetectorConfig(device="tpu")
+    base.build_ahead(["onnx-centerface"], config)
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        create_detector("onnx-centerface", config)
+    assert not base._BUILT_AHEAD

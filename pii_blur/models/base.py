@@ -8,9 +8,11 @@ MIN_PERCENTAGE_PROBABILITY through each detector's own `threshold_for`.
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import contextlib
 import contextvars
 import dataclasses
+import threading
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -163,6 +165,47 @@ def create_detector(name: str, config: DetectorConfig) -> Detector:
             model-file backend with no model.
         DeviceError: config.device is not available.
     """
+    with _AHEAD_LOCK:
+        ahead = _BUILT_AHEAD.pop((name, config), None)
+    if ahead is not None:
+        return ahead.result()   # raises what building it raised
+    return _build(name, config)
+
+
+# Detectors that build_ahead is building or has built, by (name, config), each
+# for the first create_detector that asks.
+_BUILT_AHEAD: dict[tuple[str, DetectorConfig], concurrent.futures.Future] = {}
+_AHEAD_LOCK = threading.Lock()
+
+
+def build_ahead(names: Sequence[str], config: DetectorConfig) -> None:
+    """Start building the vendored-weights detectors among `names` on a background thread,
+    for a pipeline that will ask this process for them: create_detector then hands each
+    one out (waiting for it if need be) instead of building it again.
+
+    ONNX Runtime releases the GIL while it loads a model, so the default models
+    (0.17 s) load while Beam builds and starts the pipeline. Backends that need a
+    model file are left to their workers (config.prepare_models has already
+    checked them).
+    """
+    futures = {}
+    with _AHEAD_LOCK:
+        for name in names:
+            if name in _REGISTRY and not needs_model_file(name) and (name, config) not in _BUILT_AHEAD:
+                futures[name] = _BUILT_AHEAD[(name, config)] = concurrent.futures.Future()
+
+    def build() -> None:
+        for name, future in futures.items():
+            try:
+                future.set_result(_build(name, config))
+            except Exception as error:  # noqa: BLE001 - handed to the create_detector that asks
+                future.set_exception(error)
+
+    if futures:
+        threading.Thread(target=build, name="pii-blur-build-ahead", daemon=True).start()
+
+
+def _build(name: str, config: DetectorConfig) -> Detector:
     try:
         factory = _REGISTRY[name]
     except KeyError:

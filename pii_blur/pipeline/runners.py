@@ -49,6 +49,12 @@ class RunnerPlan:
         return f"--runner={LOCAL_RUNNER}" in self.beam_args
 
     @property
+    def is_in_process(self) -> bool:
+        """The FnApiRunner with its workers in this process (one, or threads)."""
+        return self.is_fnapi and any(arg in self.beam_args for arg in (
+            "--direct_running_mode=in_memory", "--direct_running_mode=multi_threading"))
+
+    @property
     def is_local(self) -> bool:
         """Workers run on this machine: the FnApiRunner, or Dask on a LocalCluster started for the run."""
         return (self.is_dask and not self.dask_address) or self.is_fnapi
