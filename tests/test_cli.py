@@ -150,7 +150,7 @@ def test_in_process_workers_get_the_models_built_while_beam_starts(tmp_path, ast
     built = sorted(line for line in result.stdout.splitlines() if line.startswith("built "))
     if built_on:
         assert built == [f"built onnx-centerface {built_on}", f"built onnx-ppocr-plate {built_on}"]
-    else:   # the worker processes build their own, and print to their own stdout
+    else:   # the launcher built none; the worker processes build theirs with the unpatched code
         assert built == []
     assert "left 0" in result.stdout and "1 files: 0 copied, 0 cleaned of stale previews, 1 blurred" in result.stdout
 
