@@ -275,3 +275,74 @@ def test_a_detector_that_fails_to_build_ahead_raises_where_it_is_asked_for():
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         create_detector("onnx-centerface", config)
     assert not base._BUILT_AHEAD
+
+
+def _graph_fed_floats(pixel_model):
+    """The int8 CenterFace as it was before pixel_input: float NCHW input, quantised by a
+    QuantizeLinear with the step and zero point its first DequantizeLinear still names."""
+    import onnx
+
+    graph = pixel_model.graph
+    [to_planes] = [node for node in graph.node if node.op_type == "Transpose" and node.input[0] == "pixels"]
+    [dequantise] = [node for node in graph.node if to_planes.output[0] in node.input]
+    quantise = onnx.helper.make_node("QuantizeLinear", ["input.1", *dequantise.input[1:]], [to_planes.output[0]])
+    nodes = [quantise, *(node for node in graph.node if node is not to_planes)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.input.remove(graph.input[0])
+    graph.input.insert(0, onnx.helper.make_tensor_value_info("input.1", onnx.TensorProto.FLOAT, ["N", 3, "H", "W"]))
+    return pixel_model
+
+
+def test_int8_centerface_takes_the_pixels_with_the_same_outputs_to_the_bit(astronaut):
+    """tools/derive_int8.py's pixel_input: the vendored int8 CenterFace takes the 8-bit pixels, NHWC, and
+    every output is what its graph gives the float planes that the fp32 model takes."""
+    import onnx
+
+    from pii_blur.models import centerface
+    from pii_blur.models.base import onnx_session
+    from pii_blur.models.weights import read_vendored
+
+    shipped = read_vendored("centerface_dynamic_int8.onnx")
+    by_pixels = onnx_session(shipped, 1, "cpu")
+    [pixel_input] = by_pixels.get_inputs()
+    assert pixel_input.type == "tensor(uint8)" and pixel_input.shape[3] == 3
+    by_floats = onnx_session(_graph_fed_floats(onnx.load_from_string(shipped)).SerializeToString(), 1, "cpu")
+    for image, rescale in [(astronaut, True), (astronaut[:300, :450], True), (astronaut[:320, :448], False)]:
+        fed_pixels = centerface.pixels(image, rescale)
+        assert fed_pixels.dtype == np.uint8 and fed_pixels.flags.c_contiguous
+        outputs = by_pixels.run(None, {"pixels": fed_pixels})
+        reference = by_floats.run(None, {"input.1": centerface.preprocess(image, rescale)})
+        assert all(np.array_equal(a, b) for a, b in zip(outputs, reference))
+    assert create_detector("onnx-centerface", DetectorConfig(precision="int8")).takes_pixels
+    assert not create_detector("onnx-centerface", DetectorConfig(precision="fp32")).takes_pixels
+
+
+def _quantised_identity(step: float):
+    """A float NCHW input quantised at `step` (zero point 0), dequantised and returned."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "step", "zero"], ["codes"]),
+             helper.make_node("DequantizeLinear", ["codes", "step", "zero"], ["y"])]
+    graph = helper.make_graph(nodes, "identity", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 5])],
+                              [numpy_helper.from_array(np.array(step, np.float32), "step"),
+                               numpy_helper.from_array(np.array(0, np.uint8), "zero")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_pixel_input_keeps_every_output_and_refuses_a_step_that_would_not():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+    from derive_int8 import pixel_input
+
+    from pii_blur.models.base import onnx_session
+
+    image = np.random.default_rng(0).integers(0, 256, (1, 4, 5, 3), dtype=np.uint8)
+    original = _quantised_identity(0.9995)
+    expected = onnx_session(original.SerializeToString(), 1, "cpu").run(
+        None, {"x": image.transpose(0, 3, 1, 2).astype(np.float32)})[0]
+    converted = onnx_session(pixel_input(original).SerializeToString(), 1, "cpu")
+    assert np.array_equal(converted.run(None, {"pixels": image})[0], expected)
+    with pytest.raises(ValueError, match="does not give every pixel value its own code"):
+        pixel_input(_quantised_identity(0.99))   # 200 / 0.99 rounds to 202

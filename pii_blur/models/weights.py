@@ -12,7 +12,7 @@ VENDORED_WEIGHTS = {
     "ppocrv4_det_folded.onnx": "c455789ec939f6d82133eee78a951b969105eb6bbd10d9dc0801f2bfd5ad9d8c",
     "ppocrv4_rec.onnx": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
     # Derived from the fp32 files above by tools/derive_int8.py.
-    "centerface_dynamic_int8.onnx": "80ceb0466c59246cc7e62e57157ad8caad22a863b2945bff21d4050878bc33c4",
+    "centerface_dynamic_int8.onnx": "d8093ad66fee35ab6b7530868abe2d1404eba49e09558d83f4a29485fa98aa83",
     "ppocrv4_det_folded_int8.onnx": "52ff199717a20bcc3778e023bba3f8d89d26cc3b084ab89237fc00256b500111",
 }
 
