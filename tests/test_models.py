@@ -277,72 +277,80 @@ def test_a_detector_that_fails_to_build_ahead_raises_where_it_is_asked_for():
     assert not base._BUILT_AHEAD
 
 
-def _graph_fed_floats(pixel_model):
-    """The int8 CenterFace as it was before pixel_input: float NCHW input, quantised by a
-    QuantizeLinear with the step and zero point its first DequantizeLinear still names."""
+def _graph_fed_floats(code_model, input_name):
+    """An int8 model as it was before code_input: float NCHW input `input_name`, quantised by a
+    QuantizeLinear with the step and zero point that its first DequantizeLinear still names."""
     import onnx
 
-    graph = pixel_model.graph
-    [to_planes] = [node for node in graph.node if node.op_type == "Transpose" and node.input[0] == "pixels"]
+    graph = code_model.graph
+    [to_planes] = [node for node in graph.node if node.op_type == "Transpose" and node.input[0] == "codes"]
     [dequantise] = [node for node in graph.node if to_planes.output[0] in node.input]
-    quantise = onnx.helper.make_node("QuantizeLinear", ["input.1", *dequantise.input[1:]], [to_planes.output[0]])
+    quantise = onnx.helper.make_node("QuantizeLinear", [input_name, *dequantise.input[1:]], [to_planes.output[0]])
     nodes = [quantise, *(node for node in graph.node if node is not to_planes)]
     del graph.node[:]
     graph.node.extend(nodes)
     graph.input.remove(graph.input[0])
-    graph.input.insert(0, onnx.helper.make_tensor_value_info("input.1", onnx.TensorProto.FLOAT, ["N", 3, "H", "W"]))
-    return pixel_model
+    graph.input.insert(0, onnx.helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, ["N", 3, "H", "W"]))
+    return code_model
 
 
-def test_int8_centerface_takes_the_pixels_with_the_same_outputs_to_the_bit(astronaut):
-    """tools/derive_int8.py's pixel_input: the vendored int8 CenterFace takes the 8-bit pixels, NHWC, and
-    every output is what its graph gives the float planes that the fp32 model takes."""
+@pytest.mark.parametrize("module, fp32_name, input_name", [
+    ("centerface", "centerface_dynamic.onnx", "input.1"), ("ppocr_plate", "ppocrv4_det_folded.onnx", "x")])
+def test_int8_models_take_8_bit_codes_with_the_same_outputs_to_the_bit(module, fp32_name, input_name, astronaut):
+    """tools/derive_int8.py's code_input: each vendored int8 model takes its input's 8-bit codes, NHWC,
+    and every output is what its graph gives the float planes that the fp32 model takes."""
+    import importlib
+
     import onnx
 
-    from pii_blur.models import centerface
-    from pii_blur.models.base import onnx_session
-    from pii_blur.models.weights import read_vendored
+    from pii_blur.models.base import input_codes, onnx_session
+    from pii_blur.models.weights import read_vendored, weights_for
 
-    shipped = read_vendored("centerface_dynamic_int8.onnx")
-    by_pixels = onnx_session(shipped, 1, "cpu")
-    [pixel_input] = by_pixels.get_inputs()
-    assert pixel_input.type == "tensor(uint8)" and pixel_input.shape[3] == 3
-    by_floats = onnx_session(_graph_fed_floats(onnx.load_from_string(shipped)).SerializeToString(), 1, "cpu")
+    detector_module = importlib.import_module(f"pii_blur.models.{module}")
+    shipped = read_vendored(weights_for(fp32_name, "int8"))
+    by_codes = onnx_session(shipped, 1, "cpu")
+    [code_input] = by_codes.get_inputs()
+    assert code_input.type == "tensor(uint8)" and code_input.shape[3] == 3
+    codes = input_codes(by_codes)
+    by_floats = onnx_session(_graph_fed_floats(onnx.load_from_string(shipped), input_name).SerializeToString(), 1, "cpu")
     for image, rescale in [(astronaut, True), (astronaut[:300, :450], True), (astronaut[:320, :448], False)]:
-        fed_pixels = centerface.pixels(image, rescale)
-        assert fed_pixels.dtype == np.uint8 and fed_pixels.flags.c_contiguous
-        outputs = by_pixels.run(None, {"pixels": fed_pixels})
-        reference = by_floats.run(None, {"input.1": centerface.preprocess(image, rescale)})
+        fed = detector_module.codes(image, rescale, codes)
+        assert fed.dtype == np.uint8 and fed.flags.c_contiguous
+        outputs = by_codes.run(None, {"codes": fed})
+        reference = by_floats.run(None, {input_name: detector_module.preprocess(image, rescale)})
         assert all(np.array_equal(a, b) for a, b in zip(outputs, reference))
-    assert create_detector("onnx-centerface", DetectorConfig(precision="int8")).takes_pixels
-    assert not create_detector("onnx-centerface", DetectorConfig(precision="fp32")).takes_pixels
+    assert input_codes(onnx_session(read_vendored(fp32_name), 1, "cpu")) is None   # fp32 takes float planes
 
 
-def _quantised_identity(step: float):
-    """A float NCHW input quantised at `step` (zero point 0), dequantised and returned."""
-    import onnx
+def _quantised_identity(step: float, zero_point: int = 0):
+    """A float NCHW input quantised at `step` and `zero_point`, dequantised and returned."""
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("QuantizeLinear", ["x", "step", "zero"], ["codes"]),
-             helper.make_node("DequantizeLinear", ["codes", "step", "zero"], ["y"])]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "step", "zero"], ["quantised"]),
+             helper.make_node("DequantizeLinear", ["quantised", "step", "zero"], ["y"])]
     graph = helper.make_graph(nodes, "identity", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 5])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 5])],
                               [numpy_helper.from_array(np.array(step, np.float32), "step"),
-                               numpy_helper.from_array(np.array(0, np.uint8), "zero")])
+                               numpy_helper.from_array(np.array(zero_point, np.uint8), "zero")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def test_pixel_input_keeps_every_output_and_refuses_a_step_that_would_not():
+@pytest.mark.parametrize("step, zero_point, scale, records_codes", [(0.9995, 0, 1.0, False), (0.0079, 128, 1 / 127.5, True)])
+def test_code_input_keeps_every_output(step, zero_point, scale, records_codes):
+    """Pixels as the fp32 input (x, or x / 127.5 - 1 as the text detector takes them): the model made to take
+    codes gives, fed each pixel's code, what the original gives the floats; codes that are not the pixel
+    values themselves are recorded in the model."""
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-    from derive_int8 import pixel_input
+    from derive_int8 import code_input
 
-    from pii_blur.models.base import onnx_session
+    from pii_blur.models.base import input_codes, onnx_session, to_codes
 
-    image = np.random.default_rng(0).integers(0, 256, (1, 4, 5, 3), dtype=np.uint8)
-    original = _quantised_identity(0.9995)
+    image = np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    values = np.arange(256, dtype=np.float32) * np.float32(scale) - np.float32(scale != 1.0)
+    original = _quantised_identity(step, zero_point)
     expected = onnx_session(original.SerializeToString(), 1, "cpu").run(
-        None, {"x": image.transpose(0, 3, 1, 2).astype(np.float32)})[0]
-    converted = onnx_session(pixel_input(original).SerializeToString(), 1, "cpu")
-    assert np.array_equal(converted.run(None, {"pixels": image})[0], expected)
-    with pytest.raises(ValueError, match="does not give every pixel value its own code"):
-        pixel_input(_quantised_identity(0.99))   # 200 / 0.99 rounds to 202
+        None, {"x": values[image].transpose(2, 0, 1)[None]})[0]
+    converted = onnx_session(code_input(original, values).SerializeToString(), 1, "cpu")
+    codes = input_codes(converted)
+    assert (not np.array_equal(codes, np.arange(256))) == records_codes
+    assert np.array_equal(converted.run(None, {"codes": to_codes(image, codes)})[0], expected)

@@ -17,13 +17,14 @@ activations set a step too coarse for the rest (face blur recall fell 1.9
 points with them, and none with the percentile). Each photo is fed exactly as
 the detector feeds a photo (the detector module's own `preprocess`).
 
-Where the input's QuantizeLinear gives every 8-bit pixel value its own code
-(CenterFace, whose input is the pixels, 0..255, at a calibrated step of
-0.9995), the quantised model takes the pixels themselves (pixel_input): a
-uint8 NHWC input and a Transpose in place of the float NCHW input and that
-node. The outputs are the same to the bit, and the detector hands ONNX
-Runtime its image as it is, with no float copy, and ONNX Runtime's own
-transpose to NHWC cancels the Transpose (16 ms less per 1440x1440 view).
+Each quantised model then takes its input's 8-bit codes (code_input): uint8
+NHWC, with a Transpose in place of the input's QuantizeLinear, and the code
+of each pixel value in its metadata. The detector maps the resized 8-bit
+image to those codes (for CenterFace, whose input is the pixels at a step
+of 0.9995, they are the pixel values themselves), so ONNX Runtime gets the
+bytes it would have quantised the float planes to, with no float copy, and
+its own transpose to NHWC cancels the Transpose. The outputs are the same to
+the bit.
 
 The photos are taken in sorted order, every CALIBRATION_STRIDE-th one of each
 folder, and with onnxruntime 1.32 the result was the vendored bytes in two of
@@ -51,6 +52,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pii_blur.models import centerface, ppocr_plate  # noqa: E402
+from pii_blur.models.base import PIXEL_CODES  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "pii_blur" / "models" / "weights"
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -63,8 +65,6 @@ MODELS = {
     "centerface": ("centerface_dynamic.onnx", centerface, ("faces", "plates")),
     "ppocr_det": ("ppocrv4_det_folded.onnx", ppocr_plate, ("plates", "faces")),
 }
-# The models whose int8 copy takes 8-bit NHWC pixels (pixel_input).
-PIXEL_INPUT = {"centerface"}
 
 
 def output_heads(model: onnx.ModelProto) -> list[str]:
@@ -88,16 +88,19 @@ def output_heads(model: onnx.ModelProto) -> list[str]:
     return sorted(head_names)
 
 
-def pixel_input(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The quantised `model` taking uint8 NHWC pixels (N x H x W x 3) instead of float NCHW ones.
+def code_input(model: onnx.ModelProto, pixel_values: np.ndarray) -> onnx.ModelProto:
+    """The quantised `model` taking its input's 8-bit codes, uint8 NHWC (N x H x W x 3), instead of float NCHW.
 
-    Its input's QuantizeLinear must give each of the 256 pixel values its
-    own code (checked with ONNX Runtime's own arithmetic), so that removing
-    it changes no output bit; a Transpose to NCHW takes its place.
+    pixel_values: float32 (256,), the float input that the detector's
+    preprocess makes of each 8-bit pixel value. The input's QuantizeLinear
+    gives each one a code (worked out with ONNX Runtime's own arithmetic);
+    the model records them as metadata PIXEL_CODES (base.pixel_codes) unless
+    they are the pixel values themselves, and a Transpose to NCHW takes that
+    node's place. A detector that maps pixels to those codes (cv2.LUT) gets
+    every output to the bit.
 
     Raises:
-        ValueError: the input is not quantised by one QuantizeLinear, or
-            that node would not keep every pixel value.
+        ValueError: the input is not quantised by one QuantizeLinear.
     """
     import onnxruntime
 
@@ -114,19 +117,25 @@ def pixel_input(model: onnx.ModelProto) -> onnx.ModelProto:
                                [init for init in graph.initializer if init.name in quantise.input[1:]]),
         opset_imports=model.opset_import, ir_version=model.ir_version)
     session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    values = np.arange(256, dtype=np.float32)
-    if not np.array_equal(session.run(None, {source.name: values})[0], values.astype(np.uint8)):
-        raise ValueError(f"{quantise.name} does not give every pixel value its own code")
-    pixels = onnx.helper.make_tensor_value_info("pixels", onnx.TensorProto.UINT8, ["N", "H", "W", 3])
-    to_planes = onnx.helper.make_node("Transpose", ["pixels"], [quantise.output[0]], perm=[0, 3, 1, 2],
-                                      name="pixels_to_planes")
+    codes = session.run(None, {source.name: np.asarray(pixel_values, np.float32)})[0]
+    if not np.array_equal(codes, np.arange(256)):
+        onnx.helper.set_model_props(model, {**{prop.key: prop.value for prop in model.metadata_props},
+                                            PIXEL_CODES: codes.astype(np.uint8).tobytes().hex()})
+    to_planes = onnx.helper.make_node("Transpose", ["codes"], [quantise.output[0]], perm=[0, 3, 1, 2],
+                                      name="codes_to_planes")
     nodes = [to_planes, *(node for node in graph.node if node is not quantise)]
     del graph.node[:]
     graph.node.extend(nodes)
     graph.input.remove(source)
-    graph.input.insert(0, pixels)
+    graph.input.insert(0, value_info("codes", onnx.TensorProto.UINT8, ["N", "H", "W", 3]))
     onnx.checker.check_model(model)
     return model
+
+
+def preprocessed_pixel_values(module) -> np.ndarray:
+    """float32 (256,): what `module.preprocess` makes of each 8-bit pixel value (a grey ramp, unscaled)."""
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
+    return module.preprocess(np.repeat(ramp, 32, axis=0), False)[0, 0, 0]
 
 
 def calibration_photos(data_dir: Path, folders) -> list[Path]:
@@ -209,8 +218,7 @@ def derive(name: str, data_dir: Path) -> Path:
                             activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.Percentile,
                             nodes_to_exclude=output_heads(model),
                             extra_options={"CalibPercentile": CALIBRATION_PERCENTILE})
-    if name in PIXEL_INPUT:
-        onnx.save(pixel_input(onnx.load(str(target))), str(target))
+    onnx.save(code_input(onnx.load(str(target)), preprocessed_pixel_values(module)), str(target))
     data = target.read_bytes()
     print(f"{target.name}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}, "
           f"calibrated on {len(photos)} photos of {', '.join(folders)}")

@@ -15,6 +15,7 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
+import cv2
 import numpy as np
 
 from pii_blur.types import Detection
@@ -311,6 +312,28 @@ def run_in_batches(session, images_rgb: Sequence[np.ndarray], sizes: Sequence[tu
         outputs = session.run(None, {input_name: blobs[0] if len(blobs) == 1 else np.concatenate(blobs)})
         for row, index in enumerate(batch):
             yield index, [output[row] for output in outputs]
+
+
+# Metadata of a model that takes its input's 8-bit codes (tools/derive_int8.py, code_input):
+# the code of each pixel value 0..255, 256 bytes in hex; absent where they are the pixel values.
+PIXEL_CODES = "pixel_codes"
+_PIXEL_VALUES = np.arange(256, dtype=np.uint8)
+
+
+def input_codes(session) -> Optional[np.ndarray]:
+    """The code of each pixel value, uint8 (256,), for a session whose input is 8-bit codes
+    (uint8 NHWC); None for one that takes float planes."""
+    if session.get_inputs()[0].type != "tensor(uint8)":
+        return None
+    recorded = session.get_modelmeta().custom_metadata_map.get(PIXEL_CODES)
+    return np.frombuffer(bytes.fromhex(recorded), np.uint8) if recorded else _PIXEL_VALUES
+
+
+def to_codes(image: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """1xHxWxC uint8: the codes (input_codes) of an HxWxC uint8 image's pixels."""
+    if np.array_equal(codes, _PIXEL_VALUES):
+        return np.ascontiguousarray(image)[None]
+    return cv2.LUT(image, codes)[None]
 
 
 def round_up(value: float, multiple: int) -> int:

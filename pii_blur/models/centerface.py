@@ -4,7 +4,7 @@ tools/derive_centerface.py).
 The network is anchor-free: at stride 4 it predicts a face-centre heatmap,
 log box sizes and sub-pixel centre offsets. Input NCHW float32 RGB in 0..255
 (no normalisation), H and W multiples of 32; the int8 copy takes the same
-pixels as they are, NHWC uint8 (tools/derive_int8.py, pixel_input).
+pixels as they are, NHWC uint8 (tools/derive_int8.py, code_input).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from pii_blur.geometry import nms
-from pii_blur.models.base import (BATCH_PIXELS, Detector, DetectorConfig, onnx_session, register, round_up,
-                                  run_in_batches)
+from pii_blur.models.base import (BATCH_PIXELS, Detector, DetectorConfig, input_codes, onnx_session, register,
+                                  round_up, run_in_batches, to_codes)
 from pii_blur.models.weights import read_vendored, weights_for
 from pii_blur.types import Detection
 
@@ -67,7 +67,7 @@ class CenterFace(Detector):
         self.session = onnx_session(read_vendored(weights_for("centerface_dynamic.onnx", self.precision)),
                                     config.threads)
         self.batch_pixels = BATCH_PIXELS[config.device]
-        self.takes_pixels = self.session.get_inputs()[0].type == "tensor(uint8)"
+        self.codes = input_codes(self.session)   # None: float planes (fp32)
 
     def detect(self, images_rgb: Sequence[np.ndarray], rescale: bool = True) -> list[list[Detection]]:
         """rescale: upscale small images (see UPSCALE_TARGET_LONG_SIDE); False
@@ -76,9 +76,10 @@ class CenterFace(Detector):
         (BATCH_PIXELS)."""
         found: list[list[Detection]] = [[] for _ in images_rgb]
         sizes = [network_size(image.shape[:2], rescale) for image in images_rgb]
-        to_input = pixels if self.takes_pixels else preprocess
-        for index, outputs in run_in_batches(self.session, images_rgb, sizes,
-                                             lambda image: to_input(image, rescale), self.batch_pixels):
+        def to_input(image):
+            return preprocess(image, rescale) if self.codes is None else codes(image, rescale, self.codes)
+
+        for index, outputs in run_in_batches(self.session, images_rgb, sizes, to_input, self.batch_pixels):
             found[index] = self._decode(images_rgb[index].shape[:2], sizes[index], outputs)
         return found
 
@@ -114,12 +115,13 @@ def preprocess(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:
     return resized.transpose(2, 0, 1)[None].astype(np.float32, order="C")   # contiguous: ONNX Runtime would copy it
 
 
-def pixels(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:
-    """The int8 network's 1xHxWx3 uint8 RGB input: preprocess's resize, without the float copy."""
+def codes(image_rgb: np.ndarray, rescale: bool, table: np.ndarray) -> np.ndarray:
+    """The int8 network's 1xHxWx3 uint8 input: preprocess's resize, each pixel value's code
+    (base.input_codes: here the pixel values themselves) instead of a float copy."""
     net_h, net_w = network_size(image_rgb.shape[:2], rescale)
     if (net_h, net_w) != image_rgb.shape[:2]:
         image_rgb = cv2.resize(image_rgb, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(image_rgb)[None]
+    return to_codes(image_rgb, table)
 
 
 def decode_centerface(heatmap: np.ndarray, log_size: np.ndarray, offset: np.ndarray, threshold: float):

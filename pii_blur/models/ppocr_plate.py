@@ -10,8 +10,9 @@ gravel. So each blob must have a plate's shape, and the PP-OCR recogniser must
 read at least MIN_ALNUM letters or digits in it. Kept boxes are padded from
 the characters out to the plate's border.
 
-Both networks take NCHW float32 BGR, (x / 255 - 0.5) / 0.5. The detector
-needs H and W multiples of 32; the recogniser H = 48.
+Both networks take NCHW float32 BGR, (x / 255 - 0.5) / 0.5; the detector's
+int8 copy takes those values' 8-bit codes, NHWC uint8 (tools/derive_int8.py,
+code_input). The detector needs H and W multiples of 32; the recogniser H = 48.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import cv2
 import numpy as np
 
 from pii_blur.geometry import nms
-from pii_blur.models.base import (BATCH_PIXELS, Detector, DetectorConfig, onnx_session, register, round_up,
-                                  run_in_batches)
+from pii_blur.models.base import (BATCH_PIXELS, Detector, DetectorConfig, input_codes, onnx_session, register,
+                                  round_up, run_in_batches, to_codes)
 from pii_blur.models.weights import read_vendored, weights_for
 from pii_blur.types import Detection
 
@@ -73,6 +74,7 @@ class PlateDetector(Detector):
         self.session = onnx_session(read_vendored(weights_for("ppocrv4_det_folded.onnx", self.precision)),
                                     config.threads)
         self.batch_pixels = BATCH_PIXELS[config.device]
+        self.codes = input_codes(self.session)   # None: float planes (fp32)
         self.reader = TextReader(config.threads)
 
     def detect(self, images_rgb: Sequence[np.ndarray], rescale: bool = True) -> list[list[Detection]]:
@@ -81,8 +83,10 @@ class PlateDetector(Detector):
         of one network size (e.g. panorama views) share a session.run on a GPU (BATCH_PIXELS)."""
         found: list[list[Detection]] = [[] for _ in images_rgb]
         sizes = [network_size(image.shape[:2], rescale) for image in images_rgb]
-        for index, (probability,) in run_in_batches(self.session, images_rgb, sizes,
-                                                    lambda image: preprocess(image, rescale), self.batch_pixels):
+        def to_input(image):
+            return preprocess(image, rescale) if self.codes is None else codes(image, rescale, self.codes)
+
+        for index, (probability,) in run_in_batches(self.session, images_rgb, sizes, to_input, self.batch_pixels):
             found[index] = self._plates(images_rgb[index], probability[0])
         return found
 
@@ -137,6 +141,13 @@ def preprocess(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:
     np.divide(resized.transpose(2, 0, 1), np.float32(127.5), out=planes[0], dtype=np.float32)
     planes -= 1.0
     return planes
+
+
+def codes(image_rgb: np.ndarray, rescale: bool, table: np.ndarray) -> np.ndarray:
+    """The int8 detector's 1xHxWx3 uint8 input: preprocess's resize to BGR, then each pixel
+    value's code (base.input_codes), the byte ONNX Runtime would quantise preprocess's float to."""
+    net_h, net_w = network_size(image_rgb.shape[:2], rescale)
+    return to_codes(cv2.resize(image_rgb[:, :, ::-1], (net_w, net_h), interpolation=cv2.INTER_LINEAR), table)
 
 
 def looks_like_plate(size, factor) -> bool:

@@ -12,8 +12,8 @@ VENDORED_WEIGHTS = {
     "ppocrv4_det_folded.onnx": "c455789ec939f6d82133eee78a951b969105eb6bbd10d9dc0801f2bfd5ad9d8c",
     "ppocrv4_rec.onnx": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
     # Derived from the fp32 files above by tools/derive_int8.py.
-    "centerface_dynamic_int8.onnx": "d8093ad66fee35ab6b7530868abe2d1404eba49e09558d83f4a29485fa98aa83",
-    "ppocrv4_det_folded_int8.onnx": "52ff199717a20bcc3778e023bba3f8d89d26cc3b084ab89237fc00256b500111",
+    "centerface_dynamic_int8.onnx": "c440914f250ac624e8b80283b4997ce1c1ed255388fc9116ef2c3fea4ac26c8c",
+    "ppocrv4_det_folded_int8.onnx": "8ae8d56f33368c8bf4b12e1945f5d8e83c4c6e1e720fec52e5cf4bd41eb66485",
 }
 
 
