@@ -312,7 +312,8 @@ def test_int8_models_take_8_bit_codes_with_the_same_outputs_to_the_bit(module, f
     [code_input] = by_codes.get_inputs()
     assert code_input.type == "tensor(uint8)" and code_input.shape[3] == 3
     codes = input_codes(by_codes)
-    by_floats = onnx_session(_graph_fed_floats(onnx.load_from_string(shipped), input_name).SerializeToString(), 1, "cpu")
+    fed_floats = _graph_fed_floats(onnx.load_from_string(shipped), input_name)
+    by_floats = onnx_session(fed_floats.SerializeToString(), 1, "cpu")
     for image, rescale in [(astronaut, True), (astronaut[:300, :450], True), (astronaut[:320, :448], False)]:
         fed = detector_module.codes(image, rescale, codes)
         assert fed.dtype == np.uint8 and fed.flags.c_contiguous
@@ -335,7 +336,8 @@ def _quantised_identity(step: float, zero_point: int = 0):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-@pytest.mark.parametrize("step, zero_point, scale, records_codes", [(0.9995, 0, 1.0, False), (0.0079, 128, 1 / 127.5, True)])
+@pytest.mark.parametrize("step, zero_point, scale, records_codes",
+                         [(0.9995, 0, 1.0, False), (0.0079, 128, 1 / 127.5, True)])
 def test_code_input_keeps_every_output(step, zero_point, scale, records_codes):
     """Pixels as the fp32 input (x, or x / 127.5 - 1 as the text detector takes them): the model made to take
     codes gives, fed each pixel's code, what the original gives the floats; codes that are not the pixel

@@ -76,6 +76,7 @@ class CenterFace(Detector):
         (BATCH_PIXELS)."""
         found: list[list[Detection]] = [[] for _ in images_rgb]
         sizes = [network_size(image.shape[:2], rescale) for image in images_rgb]
+
         def to_input(image):
             return preprocess(image, rescale) if self.codes is None else codes(image, rescale, self.codes)
 

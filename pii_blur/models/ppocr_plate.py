@@ -83,6 +83,7 @@ class PlateDetector(Detector):
         of one network size (e.g. panorama views) share a session.run on a GPU (BATCH_PIXELS)."""
         found: list[list[Detection]] = [[] for _ in images_rgb]
         sizes = [network_size(image.shape[:2], rescale) for image in images_rgb]
+
         def to_input(image):
             return preprocess(image, rescale) if self.codes is None else codes(image, rescale, self.codes)
 
