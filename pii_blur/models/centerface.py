@@ -104,6 +104,14 @@ def network_size(image_size: tuple[int, int], rescale: bool) -> tuple[int, int]:
     return round_up(height * scale, 32), round_up(width * scale, 32)
 
 
+def resized(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:
+    """An HxWx3 uint8 RGB image at the network's input size (network_size), bilinear."""
+    net_h, net_w = network_size(image_rgb.shape[:2], rescale)
+    if (net_h, net_w) == image_rgb.shape[:2]:
+        return image_rgb
+    return cv2.resize(image_rgb, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
+
+
 def preprocess(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:
     """The network's 1x3xHxW float32 RGB input (0..255) for an HxWx3 uint8 RGB image.
 
@@ -111,18 +119,14 @@ def preprocess(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:
     rounded up to multiples of 32 either way. tools/derive_int8.py calibrates
     on exactly this.
     """
-    net_h, net_w = network_size(image_rgb.shape[:2], rescale)
-    resized = cv2.resize(image_rgb, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
-    return resized.transpose(2, 0, 1)[None].astype(np.float32, order="C")   # contiguous: ONNX Runtime would copy it
+    # contiguous: ONNX Runtime would copy it
+    return resized(image_rgb, rescale).transpose(2, 0, 1)[None].astype(np.float32, order="C")
 
 
 def codes(image_rgb: np.ndarray, rescale: bool, table: np.ndarray) -> np.ndarray:
-    """The int8 network's 1xHxWx3 uint8 input: preprocess's resize, each pixel value's code
-    (base.input_codes: here the pixel values themselves) instead of a float copy."""
-    net_h, net_w = network_size(image_rgb.shape[:2], rescale)
-    if (net_h, net_w) != image_rgb.shape[:2]:
-        image_rgb = cv2.resize(image_rgb, (net_w, net_h), interpolation=cv2.INTER_LINEAR)
-    return to_codes(image_rgb, table)
+    """The int8 network's 1xHxWx3 uint8 input: the resized image's codes (base.input_codes:
+    here the pixel values themselves) instead of a float copy."""
+    return to_codes(resized(image_rgb, rescale), table)
 
 
 def decode_centerface(heatmap: np.ndarray, log_size: np.ndarray, offset: np.ndarray, threshold: float):
