@@ -17,7 +17,7 @@ from pii_blur.blur import DEFAULT_MODE, blur_detections
 from pii_blur.geometry import box_upright_to_stored, to_upright
 from pii_blur.metadata import MetadataWriter
 from pii_blur.models import ppocr_plate
-from pii_blur.models.base import Detector
+from pii_blur.models.base import INPUT_MULTIPLE, Detector, round_up
 from pii_blur.types import Detection
 
 FILE_EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp"}
@@ -91,7 +91,9 @@ def detect_views(detector: Detector, views: Views, search: Optional[PanoSearch] 
     """`detector`'s detections in each view, in that view's pixels (near misses included).
 
     A plate detector sees a panorama's views at no more than
-    search.plate_px_per_deg.
+    search.plate_px_per_deg, shrunk straight to a size in multiples of
+    INPUT_MULTIPLE, which the network takes as it is (a size it had to
+    stretch again cost a second resize: 0.11 s per 5760-wide panorama).
     """
     if not views.plan:
         return detector.detect(views.images, rescale=True)
@@ -102,7 +104,8 @@ def detect_views(detector: Detector, views: Views, search: Optional[PanoSearch] 
             scale = search.plate_px_per_deg / math.radians(view.focal_px)
             if scale < 1.0:
                 height, width = images[index].shape[:2]
-                images[index] = cv2.resize(images[index], (max(1, round(width * scale)), max(1, round(height * scale))),
+                images[index] = cv2.resize(images[index], (round_up(width * scale, INPUT_MULTIPLE),
+                                                           round_up(height * scale, INPUT_MULTIPLE)),
                                            interpolation=cv2.INTER_AREA)
     found = detector.detect(images, rescale=False)
     return [per_view if small is image else [_scaled(d, image.shape[1] / small.shape[1], image.shape[0] / small.shape[0])

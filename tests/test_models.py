@@ -140,6 +140,15 @@ def test_plate_input_is_the_scaled_bgr_planes_the_int8_detector_was_calibrated_o
     assert planes.dtype == np.float32 and np.array_equal(planes, reference)
 
 
+def test_plate_input_at_the_network_size_is_the_image_in_bgr_unresampled(astronaut):
+    """Panorama plate views come shrunk to the network's size; they are only turned to BGR."""
+    view = astronaut[:480, :320]
+    assert ppocr_plate.network_size(view.shape[:2], rescale=False) == view.shape[:2]
+    assert np.array_equal(ppocr_plate.resized_bgr(view, rescale=False), view[:, :, ::-1])
+    odd = astronaut[:470, :310]   # stretched to 480 x 320
+    assert ppocr_plate.resized_bgr(odd, rescale=False).shape == (480, 320, 3)
+
+
 def test_vendored_plate_detector_is_folded():
     """tools/derive_ppocr_det.py made the shipped detector: no x * clip(x + 3, 0, 6) / 6 left, the
     hard-swishes as HardSigmoid gates, and deriving it again changes nothing."""

@@ -336,5 +336,9 @@ def to_codes(image: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return cv2.LUT(image, codes)[None]
 
 
+# The vendored networks take inputs whose sides are multiples of this (their deepest stride).
+INPUT_MULTIPLE = 32
+
+
 def round_up(value: float, multiple: int) -> int:
     return max(multiple, int(np.ceil(value / multiple)) * multiple)

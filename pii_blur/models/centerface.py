@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from pii_blur.geometry import nms
-from pii_blur.models.base import (BATCH_PIXELS, Detector, DetectorConfig, input_codes, onnx_session, register,
-                                  round_up, run_in_batches, to_codes)
+from pii_blur.models.base import (BATCH_PIXELS, INPUT_MULTIPLE, Detector, DetectorConfig, input_codes, onnx_session,
+                                  register, round_up, run_in_batches, to_codes)
 from pii_blur.models.weights import read_vendored, weights_for
 from pii_blur.types import Detection
 
@@ -101,7 +101,7 @@ def network_size(image_size: tuple[int, int], rescale: bool) -> tuple[int, int]:
     """The network input's (height, width) for an image of (height, width) pixels (see preprocess)."""
     height, width = image_size
     scale = min(MAX_UPSCALE, max(1.0, UPSCALE_TARGET_LONG_SIDE / max(height, width))) if rescale else 1.0
-    return round_up(height * scale, 32), round_up(width * scale, 32)
+    return round_up(height * scale, INPUT_MULTIPLE), round_up(width * scale, INPUT_MULTIPLE)
 
 
 def resized(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:

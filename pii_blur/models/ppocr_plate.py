@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from pii_blur.geometry import nms
-from pii_blur.models.base import (BATCH_PIXELS, Detector, DetectorConfig, input_codes, onnx_session, register,
-                                  round_up, run_in_batches, to_codes)
+from pii_blur.models.base import (BATCH_PIXELS, INPUT_MULTIPLE, Detector, DetectorConfig, input_codes, onnx_session,
+                                  register, round_up, run_in_batches, to_codes)
 from pii_blur.models.weights import read_vendored, weights_for
 from pii_blur.types import Detection
 
@@ -124,12 +124,14 @@ def network_size(image_size: tuple[int, int], rescale: bool) -> tuple[int, int]:
     height, width = image_size
     scale = max(1.0, MIN_SHORT_SIDE / min(height, width)) if rescale else 1.0
     scale = min(scale, MAX_LONG_SIDE / max(height, width))
-    return round_up(height * scale, 32), round_up(width * scale, 32)
+    return round_up(height * scale, INPUT_MULTIPLE), round_up(width * scale, INPUT_MULTIPLE)
 
 
 def resized_bgr(image_rgb: np.ndarray, rescale: bool) -> np.ndarray:
     """An HxWx3 uint8 RGB image as BGR at the detector's input size (network_size), bilinear."""
     net_h, net_w = network_size(image_rgb.shape[:2], rescale)
+    if (net_h, net_w) == image_rgb.shape[:2]:   # e.g. panorama views, shrunk to this size by the caller
+        return cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     return cv2.resize(image_rgb[:, :, ::-1], (net_w, net_h), interpolation=cv2.INTER_LINEAR)
 
 
