@@ -2,7 +2,7 @@
 
     python benchmarks/compare_deface.py DATA_DIR [--synthetic 4] [--width 5760] [--repeats 3]
         [--workdir DIR] [--blur-eval /work/shared/tools/blur_eval.py] [--pii-blur-args "..."]
-        [--pii-blur-python PYTHON]
+        [--pii-blur-python PYTHON] [--steady]
 
 DATA_DIR is the evaluation data folder (faces/, plates/). deface 1.5.0 is
 installed into its own throwaway virtual environment (it pulls
@@ -30,6 +30,11 @@ Prints per set a Markdown table: recall by pitch band (|pitch| < 30, 30-55,
 >= 64 px), collateral, median wall seconds, images per second and the
 throughput ratio pii-blur / deface, of the medians and of each repeat's pair of runs (which ran
 back to back, so the machine's other load falls on both alike).
+
+--steady also measures throughput with start-up taken out: each tool is
+timed on the set and on the set given twice (the same files under two
+folders), interleaved, and (doubled - single) / images is its marginal
+seconds per image, what a run of many images pays for each one.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -151,6 +157,59 @@ def print_table(title: str, set_dir: str, runs: dict[str, list[dict]], panoramas
           f"(each repeat's pair: {', '.join(f'{r:.2f}' for r in per_repeat)})")
 
 
+def doubled(set_dir: str, work: str) -> str:
+    """A folder holding each image under set_dir twice, as a/PATH and b/PATH (hard links where possible)."""
+    target = os.path.join(work, "doubled-" + hashlib.sha256(set_dir.encode()).hexdigest()[:8])
+    if os.path.exists(target):
+        return target
+    for copy in ("a", "b"):
+        for folder, _, names in os.walk(set_dir):
+            for name in names:
+                if not name.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                source = os.path.join(folder, name)
+                destination = os.path.join(target, copy, os.path.relpath(source, set_dir))
+                os.makedirs(os.path.dirname(destination), exist_ok=True)
+                try:
+                    os.link(source, destination)
+                except OSError:
+                    shutil.copyfile(source, destination)
+    return target
+
+
+def timed(command: str, source: str, work: str) -> float:
+    """Wall seconds of one run of `command` ({input}, {output}) from `source` into a fresh folder."""
+    output = tempfile.mkdtemp(prefix="out-", dir=work)
+    start = time.perf_counter()
+    subprocess.run(command.format(input=shlex.quote(source), output=shlex.quote(output)), shell=True, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=ROOT))
+    seconds = time.perf_counter() - start
+    shutil.rmtree(output, ignore_errors=True)
+    return seconds
+
+
+def print_steady(title: str, set_dir: str, commands: dict[str, str], repeats: int, work: str) -> None:
+    """Marginal seconds per image of each tool: (doubled set - set) / images, medians of interleaved repeats."""
+    twice = doubled(set_dir, work)
+    once = os.path.join(twice, "a")
+    images = sum(1 for _, _, names in os.walk(once) for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+    marginal = {name: [] for name in commands}
+    for repeat in range(repeats):
+        for name, command in commands.items():
+            print(f"{title}, steady run {repeat + 1}: {name}", file=sys.stderr)
+            seconds_once = timed(command, once, work)
+            seconds_twice = timed(command, twice, work)
+            marginal[name].append((seconds_twice - seconds_once) / images)
+    medians = {name: statistics.median(values) for name, values in marginal.items()}
+    print(f"\n{title}, steady state: marginal seconds per image ((set twice - set once) / {images}), "
+          f"medians of {repeats}\n")
+    print("| | " + " | ".join(commands) + " |")
+    print("|---|" + "---|" * len(commands))
+    print("| s / image, median (runs) | " + " | ".join(
+        f"{medians[n]:.3f} ({', '.join(f'{v:.3f}' for v in marginal[n])})" for n in commands) + " |")
+    print(f"\nsteady-state throughput pii-blur / deface: {medians['deface'] / medians['pii-blur']:.2f}x")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--run-deface"]:
@@ -171,6 +230,8 @@ def main(argv=None) -> int:
                         help="where deface is installed (default: TMPDIR/pii-blur-deface-venv)")
     parser.add_argument("--blur-eval", default=recall_sweep.DEFAULT_BLUR_EVAL,
                         help=f"the judge (default {recall_sweep.DEFAULT_BLUR_EVAL})")
+    parser.add_argument("--steady", action="store_true",
+                        help="also measure marginal seconds per image, start-up taken out (see above)")
     args = parser.parse_args(argv)
     scratch = args.workdir or tempfile.mkdtemp(prefix="pii-blur-vs-deface-")
     os.makedirs(scratch, exist_ok=True)
@@ -199,6 +260,8 @@ def main(argv=None) -> int:
                 print(f"{title}, run {repeat + 1}: {name}", file=sys.stderr)
                 runs[name].append(judged(set_dir, command, args.blur_eval, scratch, f"{title}-{name}-{repeat}"))
         print_table(title, set_dir, runs, is_panorama)
+        if args.steady:
+            print_steady(title, set_dir, commands, args.repeats, scratch)
     if not args.workdir:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
