@@ -365,3 +365,51 @@ def test_code_input_keeps_every_output(step, zero_point, scale, records_codes):
     codes = input_codes(converted)
     assert (not np.array_equal(codes, np.arange(256))) == records_codes
     assert np.array_equal(converted.run(None, {"codes": to_codes(image, codes)})[0], expected)
+
+
+def _hard_sigmoid_gate(step: float, zero_point: int, alpha: float, beta: float):
+    """uint8 codes at `step` and `zero_point`, through DequantizeLinear, HardSigmoid and QuantizeLinear
+    at step 1 / 255.125 (what calibration gives a gate's [0, 1]), as the quantiser leaves a gate."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("DequantizeLinear", ["x", "step", "zero"], ["values"]),
+             helper.make_node("HardSigmoid", ["values"], ["gate"], alpha=alpha, beta=beta, name="gate"),
+             helper.make_node("QuantizeLinear", ["gate", "gate_step", "gate_zero"], ["y"], name="gate_quantise")]
+    graph = helper.make_graph(nodes, "gate", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4, 32, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4, 32, 64])],
+                              [numpy_helper.from_array(np.array(step, np.float32), "step"),
+                               numpy_helper.from_array(np.array(zero_point, np.uint8), "zero"),
+                               numpy_helper.from_array(np.array(1 / 255.125, np.float32), "gate_step"),
+                               numpy_helper.from_array(np.array(0, np.uint8), "gate_zero")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("step, zero_point, alpha, beta", [
+    (0.17743167, 128, 1 / 6, 0.5), (0.33709943, 127, 1 / 6, 0.5), (0.061579958, 128, 1 / 6, 0.5),
+    (0.057765592, 145, 0.2, 0.5), (0.2212902, 181, 0.2, 0.5), (0.01, 0, 1 / 6, 0.5)])
+def test_gates_as_sums_give_every_code_the_same_gate(step, zero_point, alpha, beta):
+    """tools/derive_int8.py's gates_as_sums: a hard-sigmoid gate made an int8 sum gives each of the 256
+    input codes the code the float gate gave it (steps and zero points of the text detector's gates)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+    from derive_int8 import gates_as_sums
+
+    from pii_blur.models.base import onnx_session
+
+    codes = np.tile(np.arange(256, dtype=np.uint8), 32).reshape(1, 4, 32, 64)
+    original = _hard_sigmoid_gate(step, zero_point, alpha, beta)
+    expected = onnx_session(original.SerializeToString(), 1, "cpu").run(None, {"x": codes})[0]
+    summed = gates_as_sums(_hard_sigmoid_gate(step, zero_point, alpha, beta))
+    assert [node.op_type for node in summed.graph.node] == ["DequantizeLinear", "DequantizeLinear", "Add",
+                                                            "QuantizeLinear"]
+    assert np.array_equal(onnx_session(summed.SerializeToString(), 1, "cpu").run(None, {"x": codes})[0], expected)
+    assert len(set(expected.ravel())) > 15   # the codes span the gate's slope, not only its clipped ends
+
+
+def test_the_shipped_text_detector_has_no_float_gates():
+    import onnx
+
+    from pii_blur.models.weights import read_vendored
+
+    model = onnx.load_from_string(read_vendored("ppocrv4_det_folded_int8.onnx"))
+    assert not [node for node in model.graph.node if node.op_type == "HardSigmoid"]
+    assert sum(node.name.endswith("_as_sum") for node in model.graph.node) == 34

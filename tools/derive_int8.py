@@ -26,6 +26,11 @@ bytes it would have quantised the float planes to, with no float copy, and
 its own transpose to NHWC cancels the Transpose. The outputs are the same to
 the bit.
 
+Its hard-sigmoid gates, which ONNX Runtime would run in float between a
+dequantised and a quantised copy, become int8 sums that it runs on the bytes
+(gates_as_sums; the text detector's only): the same outputs to the bit, and
+the text detector 10 % faster.
+
 The photos are taken in sorted order, every CALIBRATION_STRIDE-th one of each
 folder, and with onnxruntime 1.32 the result was the vendored bytes in two of
 three runs; the third folded CenterFace's last ReLU into the convolution
@@ -132,6 +137,54 @@ def code_input(model: onnx.ModelProto, pixel_values: np.ndarray) -> onnx.ModelPr
     return model
 
 
+def gates_as_sums(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The quantised `model` with each hard-sigmoid gate made an int8 sum that ONNX Runtime fuses.
+
+    A gate DequantizeLinear -> HardSigmoid -> QuantizeLinear (zero point 0)
+    runs in float between a dequantised and a quantised copy of the tensor. clip(alpha * x + beta, 0, 1)
+    at output step s has the codes of x + beta / alpha at step s / alpha,
+    clipped at codes 0 and 255, which is what quantising saturates to. So an
+    Add of the constant beta / alpha (one code at that step) takes the
+    HardSigmoid's place and the QuantizeLinear gets step s / alpha; the
+    gate's consumers still read its codes at step s. ONNX Runtime runs
+    DequantizeLinear -> Add -> QuantizeLinear as one QLinearAdd on the bytes.
+    Checked with ONNX Runtime on all 256 input codes of each of the text
+    detector's 34 gates: the same codes (so every output is the same to the bit).
+    """
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    nodes = []
+    for node in graph.node:
+        users = consumers.get(node.output[0], []) if node.op_type == "HardSigmoid" else []
+        if not (len(users) == 1 and users[0].op_type == "QuantizeLinear"
+                and onnx.numpy_helper.to_array(initializers[users[0].input[2]]) == 0):
+            nodes.append(node)
+            continue
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        alpha, beta = np.float32(attributes.get("alpha", 0.2)), np.float32(attributes.get("beta", 0.5))
+        quantise = users[0]
+        step = onnx.numpy_helper.to_array(initializers[quantise.input[1]])
+        shift = f"{node.name}_shift"
+        graph.initializer.extend([
+            onnx.numpy_helper.from_array(np.array(1, np.uint8), f"{shift}_code"),
+            onnx.numpy_helper.from_array(np.array(beta / alpha, np.float32), f"{shift}_step"),
+            onnx.numpy_helper.from_array(np.array(0, np.uint8), f"{shift}_zero_point"),
+            onnx.numpy_helper.from_array(np.array(step / alpha, np.float32), f"{quantise.name}_sum_step")])
+        nodes.append(onnx.helper.make_node("DequantizeLinear",
+                                           [f"{shift}_code", f"{shift}_step", f"{shift}_zero_point"], [shift],
+                                           name=f"{shift}_DequantizeLinear"))
+        nodes.append(onnx.helper.make_node("Add", [node.input[0], shift], [node.output[0]], name=f"{node.name}_as_sum"))
+        quantise.input[1] = f"{quantise.name}_sum_step"
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
+
+
 def preprocessed_pixel_values(module) -> np.ndarray:
     """float32 (256,): what `module.preprocess` makes of each 8-bit pixel value (a grey ramp, unscaled)."""
     ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
@@ -218,7 +271,7 @@ def derive(name: str, data_dir: Path) -> Path:
                             activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.Percentile,
                             nodes_to_exclude=output_heads(model),
                             extra_options={"CalibPercentile": CALIBRATION_PERCENTILE})
-    onnx.save(code_input(onnx.load(str(target)), preprocessed_pixel_values(module)), str(target))
+    onnx.save(code_input(gates_as_sums(onnx.load(str(target))), preprocessed_pixel_values(module)), str(target))
     data = target.read_bytes()
     print(f"{target.name}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}, "
           f"calibrated on {len(photos)} photos of {', '.join(folders)}")

@@ -13,7 +13,7 @@ VENDORED_WEIGHTS = {
     "ppocrv4_rec.onnx": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
     # Derived from the fp32 files above by tools/derive_int8.py.
     "centerface_dynamic_int8.onnx": "c440914f250ac624e8b80283b4997ce1c1ed255388fc9116ef2c3fea4ac26c8c",
-    "ppocrv4_det_folded_int8.onnx": "8ae8d56f33368c8bf4b12e1945f5d8e83c4c6e1e720fec52e5cf4bd41eb66485",
+    "ppocrv4_det_folded_int8.onnx": "a032f47bd91974f676d100cc90c69507478930eb63921b7ec3b4ac1c627fd4ab",
 }
 
 
