@@ -56,7 +56,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import recall_sweep  # noqa: E402
-from scaling import IMAGE_EXTENSIONS  # noqa: E402
+from scaling import image_files  # noqa: E402
 
 DEFACE_VERSION = "1.5.0"
 DEFACE_THRESHOLD = 0.2    # deface's default
@@ -92,8 +92,7 @@ def run_deface(argv: list[str]) -> int:
     INPUT (deface writes NAME_anonymized.EXT beside each), each result moved to OUTPUT under its
     input's relative path."""
     deface, source, target = argv
-    files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(source) for name in names
-                   if name.lower().endswith(IMAGE_EXTENSIONS))
+    files = image_files(source)
     code = subprocess.run([deface, "--thresh", str(DEFACE_THRESHOLD), *files],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
     for path in files:
@@ -163,17 +162,13 @@ def doubled(set_dir: str, work: str) -> str:
     if os.path.exists(target):
         return target
     for copy in ("a", "b"):
-        for folder, _, names in os.walk(set_dir):
-            for name in names:
-                if not name.lower().endswith(IMAGE_EXTENSIONS):
-                    continue
-                source = os.path.join(folder, name)
-                destination = os.path.join(target, copy, os.path.relpath(source, set_dir))
-                os.makedirs(os.path.dirname(destination), exist_ok=True)
-                try:
-                    os.link(source, destination)
-                except OSError:
-                    shutil.copyfile(source, destination)
+        for source in image_files(set_dir):
+            destination = os.path.join(target, copy, os.path.relpath(source, set_dir))
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            try:
+                os.link(source, destination)
+            except OSError:
+                shutil.copyfile(source, destination)
     return target
 
 
@@ -192,7 +187,7 @@ def print_steady(title: str, set_dir: str, commands: dict[str, str], repeats: in
     """Marginal seconds per image of each tool: (doubled set - set) / images, medians of interleaved repeats."""
     twice = doubled(set_dir, work)
     once = os.path.join(twice, "a")
-    images = sum(1 for _, _, names in os.walk(once) for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+    images = len(image_files(once))
     marginal = {name: [] for name in commands}
     for repeat in range(repeats):
         for name, command in commands.items():

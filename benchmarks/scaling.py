@@ -36,11 +36,16 @@ RUNS = {
 }
 
 
+def image_files(folder: str) -> list[str]:
+    """The JPEG and PNG files under `folder`, at any depth, sorted."""
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(folder)
+                  for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+
+
 def fill(pano_dir: str, folder: str, count: int) -> None:
     """Copy `count` images into `folder`: the JPEGs and PNGs under pano_dir (panoramas, or flat photos), cycled
     under new names."""
-    sources = sorted(os.path.join(root, name) for root, _, names in os.walk(pano_dir)
-                     for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+    sources = image_files(pano_dir)
     if not sources:
         raise SystemExit(f"no JPEG or PNG images under {pano_dir}")
     for index in range(count):

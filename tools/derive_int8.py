@@ -72,6 +72,15 @@ MODELS = {
 }
 
 
+def consumers_of(graph: onnx.GraphProto) -> dict[str, list]:
+    """The nodes that read each tensor of `graph`, by tensor name."""
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
 def output_heads(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes that make the graph's outputs, and of the node before each
     when it feeds only those (CenterFace's 1x1 head convolutions, each detector's
@@ -80,10 +89,7 @@ def output_heads(model: onnx.ModelProto) -> list[str]:
     up to 0.18 when its heads were int8)."""
     outputs = {value.name for value in model.graph.output}
     producer = {name: node for node in model.graph.node for name in node.output}
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = consumers_of(model.graph)
     heads = [producer[name] for name in outputs]
     head_names = {node.name for node in heads}
     for node in heads:
@@ -153,10 +159,7 @@ def gates_as_sums(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = consumers_of(graph)
     nodes = []
     for node in graph.node:
         users = consumers.get(node.output[0], []) if node.op_type == "HardSigmoid" else []
